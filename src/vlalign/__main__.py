@@ -1,0 +1,3 @@
+from vlalign.cli import main
+
+raise SystemExit(main())

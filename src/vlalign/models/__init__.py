@@ -1,0 +1,1 @@
+"""Loading Hugging Face VLMs, tiny builders for tests and the synthetic world."""

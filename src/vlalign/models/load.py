@@ -1,0 +1,164 @@
+"""Load any Hugging Face vision-language model together with its processor.
+
+Training and evaluation code works on a :class:`LoadedVLM` so that LLaVA-1.5, Qwen2-VL and
+the project's tiny synthetic-world LLaVA are all handled the same way: the model comes from
+``AutoModelForImageTextToText`` (safetensors only, in eval mode), the processor from
+``AutoProcessor``, and ``family`` is the config's ``model_type`` for the few places that
+must branch on the architecture. Remote code is never trusted unless the caller asks.
+
+Mistakes a user can make (a wrong path, a directory that is not a VLM checkpoint) raise
+:class:`~vlalign.errors.UserError` with one line naming the path; anything else propagates.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+from transformers.processing_utils import ProcessorMixin
+
+from vlalign.errors import UserError
+
+__all__ = ["LoadedVLM", "load_vlm", "image_token_id"]
+
+_DTYPES: dict[str, torch.dtype | str] = {
+    "auto": "auto",
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+# A hub id is "owner/name"; anything else that does not exist locally is a missing path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
+# A processor needs an image processor's config and a tokenizer.
+_IMAGE_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+@dataclass
+class LoadedVLM:
+    """A vision-language model, its processor and its family (the config's ``model_type``)."""
+
+    model: Any
+    processor: Any
+    family: str
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}: expected one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _check_checkpoint_files(path: Path) -> None:
+    """Map a local VLM directory's missing processor or weights to one-line errors."""
+    for what, names in (("image processor", _IMAGE_PROCESSOR_FILES), ("tokenizer", _TOKENIZER_FILES)):
+        if not any((path / name).is_file() for name in names):
+            raise UserError(
+                f"model directory {str(path)!r} has no processor: no {what} (none of {', '.join(names)})"
+            )
+    if not any(path.glob("*.safetensors")):
+        raise UserError(
+            f"model directory {str(path)!r} has no .safetensors weights "
+            "(pickled .bin weights are refused)"
+        )
+
+
+def load_vlm(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+) -> LoadedVLM:
+    """Load an image-text-to-text model and its processor from a local directory or hub id.
+
+    Args:
+        name_or_path: a checkpoint directory, or a hub id ``owner/name``.
+        dtype: ``"auto"`` (the checkpoint's own dtype), ``"float32"``, ``"bfloat16"``,
+            ``"float16"`` or a :class:`torch.dtype`.
+        device: where to place the weights (loaded straight there); ``None`` keeps the CPU.
+        trust_remote_code: run the checkpoint's own Python code; off unless asked for.
+        attn_implementation: e.g. ``"eager"``, ``"sdpa"``, ``"flash_attention_2"``;
+            ``None`` lets transformers choose.
+
+    Returns:
+        A :class:`LoadedVLM` whose model is in eval mode.
+
+    Raises:
+        UserError: the path does not exist, is not a VLM checkpoint, or lacks a processor.
+    """
+    name = os.fspath(name_or_path)
+    path = Path(name).expanduser()
+    local = path.exists()
+    if local:
+        if not path.is_dir():
+            raise UserError(f"model path {str(path)!r} is not a directory")
+        if not (path / "config.json").is_file():
+            raise UserError(f"model directory {str(path)!r} has no config.json")
+        name = str(path)
+    elif not _HUB_ID.match(name):
+        raise UserError(f"model path {name!r} does not exist (nor is it a hub id owner/name)")
+    torch_dtype = _resolve_dtype(dtype)
+
+    config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    remote_vlm = trust_remote_code and "AutoModelForImageTextToText" in (
+        getattr(config, "auto_map", None) or {}
+    )
+    if type(config) not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING and not remote_vlm:
+        raise UserError(
+            f"{name!r} holds a {config.model_type!r} model ({type(config).__name__}), "
+            "not an image-text-to-text model: a vision-language model is expected"
+        )
+
+    if local:
+        _check_checkpoint_files(path)
+    # The processor first: it is cheap, and a missing one should fail before the weights load.
+    processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
+    if not isinstance(processor, ProcessorMixin):
+        raise UserError(
+            f"{name!r} has only a {type(processor).__name__}, not a multimodal processor "
+            "(image processor + tokenizer)"
+        )
+
+    kwargs: dict[str, Any] = {
+        "config": config,
+        "dtype": torch_dtype,
+        "trust_remote_code": trust_remote_code,
+        "use_safetensors": True,
+    }
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    if device is not None:
+        kwargs["device_map"] = torch.device(device)
+    model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+    model.eval()
+    return LoadedVLM(model=model, processor=processor, family=config.model_type)
+
+
+def image_token_id(processor: Any) -> int:
+    """Return the id of the processor's image placeholder token (``<image>``, ``<|image_pad|>``).
+
+    Raises:
+        UserError: the processor defines no image token, or its tokenizer does not know it.
+    """
+    token_id = getattr(processor, "image_token_id", None)
+    if token_id is None:
+        token = getattr(processor, "image_token", None)
+        tokenizer = getattr(processor, "tokenizer", None)
+        if token is None or tokenizer is None:
+            raise UserError(f"processor {type(processor).__name__} has no image token")
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise UserError(
+                f"processor {type(processor).__name__}: image token {token!r} is not in its vocabulary"
+            )
+    return int(token_id)

@@ -1,0 +1,155 @@
+"""The synthetic world's vocabulary: categories, their COCO synonyms, scenes and attributes.
+
+Category names are COCO category names and the synonyms are taken from CHAIR's COCO synonym
+list (the subset that applies), so captions exercise the same synonym machinery as real COCO.
+Each category is drawn as a glyph: one of eight shapes times one of four textures, which makes
+every (shape, texture) pair unique, plus a two-colour palette that gives the ``color`` attribute.
+
+Scenes are the source of co-occurrence: the training split draws most objects from the scene's
+list, the evaluation splits do not (see :mod:`vlalign.world.scenes`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SHAPES = ("circle", "square", "triangle", "diamond", "star", "plus", "hexagon", "chevron")
+TEXTURES = ("solid", "stripes", "dots", "hollow")
+
+# Named colours an instance can take (RGB). The name is what captions say.
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "blue": (40, 80, 220),
+    "green": (40, 170, 60),
+    "yellow": (235, 210, 40),
+    "orange": (245, 140, 30),
+    "purple": (140, 60, 190),
+    "pink": (240, 130, 180),
+    "brown": (130, 80, 40),
+    "black": (25, 25, 25),
+    "white": (250, 250, 250),
+    "gray": (128, 128, 128),
+}
+
+
+@dataclass(frozen=True)
+class Category:
+    """One object category: COCO name, caption synonyms, glyph and colour palette."""
+
+    id: int
+    name: str
+    synonyms: tuple[str, ...]  # words captions may use besides ``name``; plural handled by text.py
+    shape: str
+    texture: str
+    palette: tuple[str, str]
+
+
+# (name, synonyms, palette). Order fixes ids (1-based) and glyphs: shape = i % 8, texture = i // 8.
+_CATEGORY_TABLE: tuple[tuple[str, tuple[str, ...], tuple[str, str]], ...] = (
+    ("oven", ("stove",), ("black", "gray")),
+    ("refrigerator", ("fridge",), ("white", "gray")),
+    ("sink", (), ("gray", "white")),
+    ("bottle", (), ("green", "brown")),
+    ("bowl", (), ("white", "blue")),
+    ("car", ("automobile", "taxi"), ("red", "blue")),
+    ("bus", (), ("yellow", "red")),
+    ("truck", ("pickup",), ("orange", "blue")),
+    ("traffic light", ("stoplight",), ("green", "red")),
+    ("bicycle", ("bike",), ("blue", "black")),
+    ("couch", ("sofa",), ("brown", "purple")),
+    ("tv", ("television", "monitor"), ("black", "gray")),
+    ("chair", ("seat", "stool"), ("brown", "orange")),
+    ("remote", (), ("black", "gray")),
+    ("potted plant", ("plant", "houseplant"), ("green", "brown")),
+    ("dining table", ("table", "desk"), ("brown", "white")),
+    ("pizza", (), ("orange", "yellow")),
+    ("fork", (), ("gray", "white")),
+    ("cup", ("mug",), ("white", "red")),
+    ("cake", ("cupcake",), ("pink", "white")),
+    ("cow", ("cattle", "bull", "calf"), ("black", "brown")),
+    ("sheep", ("lamb", "ram"), ("white", "gray")),
+    ("horse", ("pony", "foal"), ("brown", "black")),
+    ("dog", ("puppy", "pup"), ("brown", "yellow")),
+    ("bird", ("parrot", "pigeon"), ("blue", "yellow")),
+    ("surfboard", ("board",), ("yellow", "blue")),
+    ("umbrella", ("parasol",), ("red", "purple")),
+    ("kite", (), ("red", "green")),
+    ("person", ("man", "woman", "boy", "girl", "child"), ("pink", "orange")),
+    ("laptop", ("computer", "notebook"), ("gray", "black")),
+    ("keyboard", (), ("black", "white")),
+    ("book", ("novel",), ("purple", "red")),
+)
+
+CATEGORIES: tuple[Category, ...] = tuple(
+    Category(i + 1, name, syn, SHAPES[i % len(SHAPES)], TEXTURES[i // len(SHAPES)], pal)
+    for i, (name, syn, pal) in enumerate(_CATEGORY_TABLE)
+)
+BY_NAME: dict[str, Category] = {c.name: c for c in CATEGORIES}
+
+# Scene -> categories that usually appear in it. Some are shared (cup, chair, dog, person),
+# as in COCO, so co-occurrence is a graded prior rather than a partition.
+SCENES: dict[str, tuple[str, ...]] = {
+    "kitchen": ("oven", "refrigerator", "sink", "bottle", "bowl", "cup"),
+    "street": ("car", "bus", "truck", "traffic light", "bicycle", "person"),
+    "living room": ("couch", "tv", "chair", "remote", "potted plant", "book"),
+    "dining room": ("dining table", "pizza", "fork", "cup", "cake", "bottle"),
+    "farm": ("cow", "sheep", "horse", "dog", "bird"),
+    "beach": ("surfboard", "umbrella", "kite", "person", "dog", "bird"),
+    "office": ("laptop", "keyboard", "book", "chair", "cup", "potted plant"),
+}
+
+# Background colour per scene: the scene is visible even where its usual objects are not,
+# which is what lets a weak model fall back on the co-occurrence prior.
+SCENE_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "kitchen": (225, 215, 190),
+    "street": (170, 170, 175),
+    "living room": (215, 195, 165),
+    "dining room": (235, 225, 205),
+    "farm": (150, 200, 120),
+    "beach": (240, 220, 160),
+    "office": (200, 210, 225),
+}
+
+SIZES = ("small", "large")
+POSITIONS = ("on the left", "on the right", "at the top", "at the bottom", "in the middle")
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four"}
+
+# CHAIR's two-word rules that this vocabulary needs: compounds that name one category.
+DOUBLE_WORDS: dict[str, str] = {
+    "traffic light": "traffic light",
+    "traffic signal": "traffic light",
+    "stop light": "traffic light",
+    "potted plant": "potted plant",
+    "dining table": "dining table",
+    "baby bird": "bird",
+    "baby dog": "dog",
+    "baby cow": "cow",
+    "baby horse": "horse",
+    "baby sheep": "sheep",
+}
+
+
+def plural(word: str) -> str:
+    """English plural of a category word or synonym ("bus" -> "buses", "sheep" -> "sheep")."""
+    irregular = {"person": "people", "man": "men", "woman": "women", "child": "children",
+                 "sheep": "sheep", "calf": "calves", "knife": "knives", "couch": "couches",
+                 "bus": "buses", "dining table": "dining tables", "pup": "pups"}
+    if word in irregular:
+        return irregular[word]
+    if word.endswith(("s", "sh", "ch", "x")):
+        return word + "es"
+    return word + "s"
+
+
+def vocabulary_json() -> dict:
+    """The vocabulary as JSON data, written into every world (``vocab.json``).
+
+    ``synonyms`` maps each canonical category to every word that names it (canonical first),
+    in the form of CHAIR's ``synonyms.txt``; ``double_words`` are the two-word rules.
+    """
+    return {
+        "synonyms": {c.name: [c.name, *c.synonyms] for c in CATEGORIES},
+        "double_words": dict(DOUBLE_WORDS),
+        "scenes": {k: list(v) for k, v in SCENES.items()},
+        "attributes": {"color": list(COLORS), "size": list(SIZES), "position": list(POSITIONS)},
+    }

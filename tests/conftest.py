@@ -1,0 +1,36 @@
+"""Shared fixtures: a tiny world and tiny base models, made once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlalign.models.tiny import TinySizes
+from vlalign.world.make import make_world
+from vlalign.world.pretrain import PretrainConfig, pretrain
+from vlalign.world.scenes import WorldConfig
+
+TINY_WORLD = dict(seed=7, image_size=32, num_train=48, num_val=8, num_test=12)
+TINY_SIZES = dict(image_size=32, patch_size=16, vision_hidden=32, vision_layers=1, vision_heads=2,
+                  clip_text_hidden=32, clip_text_layers=1, projection_dim=32, llm_hidden=32, llm_layers=1,
+                  llm_heads=2, llm_intermediate=64, max_positions=256)
+
+
+def tiny_pretrain_config(**overrides) -> PretrainConfig:
+    fields = dict(sizes=TinySizes(**TINY_SIZES), clip_steps=3, clip_batch_size=16, llava_epochs=0.5,
+                  llava_batch_size=8, vocab_size=400)
+    fields.update(overrides)
+    return PretrainConfig(**fields)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("worlds") / "tiny"
+    make_world(WorldConfig(**TINY_WORLD), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tiny_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bases") / "base"
+    pretrain(tiny_world, out, tiny_pretrain_config())
+    return out
