@@ -57,7 +57,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[PAD, BOS, EOS, UNK, IMAGE],
+        # Not </s> at id 2: CLIPTextModel treats eos_token_id == 2 as a legacy config and pools
+        # at the highest token id instead of at the end-of-text token.
+        special_tokens=[PAD, BOS, UNK, EOS, IMAGE],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )

@@ -53,11 +53,11 @@ class PretrainConfig:
     seed: int = 0
     vocab_size: int = 1024  # BPE merges stop earlier when the world's text runs out of pairs
     sizes: TinySizes = field(default_factory=lambda: TinySizes(image_size=0))  # image_size 0 = the world's
-    clip_steps: int = 300  # contrastive steps
+    clip_steps: int = 500  # contrastive steps
     clip_batch_size: int = 128  # larger = more negatives per step
     clip_lr: float = 1e-3
-    clip_object_weight: float = 1.0  # weight of the per-category sigmoid loss (see train_clip)
-    llava_epochs: float = 3.5  # passes over sft_train.jsonl (fractions allowed)
+    clip_object_weight: float = 2.0  # weight of the per-category sigmoid loss (see train_clip)
+    llava_epochs: float = 2.5  # passes over sft_train.jsonl (fractions allowed)
     llava_batch_size: int = 32
     llava_lr: float = 1e-3
     warmup_ratio: float = 0.05  # linear warmup, then cosine decay to 10%

@@ -138,6 +138,8 @@ def plural(word: str) -> str:
         return irregular[word]
     if word.endswith(("s", "sh", "ch", "x")):
         return word + "es"
+    if word.endswith("y") and word[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return word[:-1] + "ies"
     return word + "s"
 
 
