@@ -13,7 +13,6 @@ priors, so naming an object's usual company is usually right there; the test spl
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -272,6 +271,3 @@ def pretrain(world_dir: str | Path, out: str | Path, config: PretrainConfig, ove
         write_json(tmp / "pretrain.json", summary, indent=1)
     return summary
 
-
-def read_summary(model_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(model_dir) / "pretrain.json").read_text())

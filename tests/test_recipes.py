@@ -1,0 +1,22 @@
+"""Every recipe loads into its config and states the defaults the code has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlalign.config import load_config
+from vlalign.world.pretrain import PretrainConfig
+from vlalign.world.scenes import WorldConfig
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_world_recipes_equal_the_defaults():
+    assert load_config(WorldConfig, RECIPES / "world/default.yaml") == WorldConfig()
+    assert load_config(PretrainConfig, RECIPES / "world/pretrain.yaml") == PretrainConfig()
+
+
+def test_every_recipe_starts_with_its_command():
+    for path in RECIPES.rglob("*.yaml"):
+        head = path.read_text().splitlines()[:3]
+        assert any(line.lstrip("# ").startswith("vlalign ") for line in head), path
