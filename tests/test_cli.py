@@ -93,3 +93,16 @@ def test_pretrain_command_end_to_end(tmp_path, tiny_world):
     again = subprocess.run([sys.executable, "-m", "vlalign", "world", "pretrain", "--world", str(tiny_world),
                             "--out", str(tmp_path / "base")], capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_demo_makes_pretrains_probes_then_reuses(tmp_path):
+    sizes = [f"sizes.{k}={v}" for k, v in TINY_SIZES.items()]
+    pretrain_sets = [*sizes, "clip_steps=2", "clip_batch_size=8", "llava_epochs=0.2", "llava_batch_size=8"]
+    cmd = [sys.executable, "-m", "vlalign", "demo", "--out", str(tmp_path / "run"), "--probe-images", "3",
+           *_sets("--world-set", WORLD_SETS), *_sets("--pretrain-set", pretrain_sets)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "base model on 3 unseen test images" in first.stdout and "recall" in first.stdout
+    assert (tmp_path / "run" / "base" / "llava" / "model.safetensors").is_file()
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "reusing world" in second.stdout and "reusing base models" in second.stdout

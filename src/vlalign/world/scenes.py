@@ -26,14 +26,14 @@ class WorldConfig:
     num_val: int = 300  # validation images (break the priors, like test)
     num_test: int = 500  # test images: CHAIR and POPE are measured here
     min_objects: int = 2  # objects per image, inclusive range
-    max_objects: int = 5
+    max_objects: int = 4
     train_prior: float = 0.9  # P(an object is one of the scene's usual categories), train split
     eval_prior: float = 0.35  # the same on val/test; lower = priors broken harder
     duplicate_prob: float = 0.12  # P(an object repeats an earlier category): counts ("two cups")
     faint_prob: float = 0.1  # P(an object is drawn at low contrast but still annotated)
     faint_alpha: float = 0.3  # opacity of faint objects
-    small_size: tuple[float, float] = (0.13, 0.18)  # glyph size range, fraction of image side
-    large_size: tuple[float, float] = (0.22, 0.3)
+    small_size: tuple[float, float] = (0.17, 0.22)  # glyph size range, fraction of image side
+    large_size: tuple[float, float] = (0.26, 0.34)
     synonym_prob: float = 0.3  # P(a caption names an object by a synonym instead of its name)
     captions_per_image: int = 5  # reference captions (COCO has 5)
     questions_per_image: int = 2  # yes/no questions per image and answer (so 2 yes + 2 no)
