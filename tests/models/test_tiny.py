@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from conftest import TINY_SIZES
+
 from vlalign.models.tiny import (
     IMAGE,
     TinySizes,
@@ -16,9 +18,7 @@ from vlalign.models.tiny import (
 
 TEXTS = ["USER: Describe this image. ASSISTANT: This is a kitchen. There is a large red oven on the left.",
          "USER: Is there a dog in the image? ASSISTANT: No."] * 20
-SIZES = TinySizes(image_size=32, patch_size=16, vision_hidden=32, vision_layers=1, vision_heads=2,
-                  clip_text_hidden=32, clip_text_layers=1, projection_dim=32, llm_hidden=32, llm_layers=1,
-                  llm_heads=2, llm_intermediate=64)
+SIZES = TinySizes(**TINY_SIZES)
 
 
 def test_tokenizer_round_trips_any_text_and_knows_its_specials():
