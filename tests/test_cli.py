@@ -95,14 +95,57 @@ def test_pretrain_command_end_to_end(tmp_path, tiny_world):
     assert again.returncode == 2 and "not empty" in again.stderr
 
 
-def test_demo_makes_pretrains_probes_then_reuses(tmp_path):
+def test_demo_makes_pretrains_evaluates_then_reuses(tmp_path):
     sizes = [f"sizes.{k}={v}" for k, v in TINY_SIZES.items()]
     pretrain_sets = [*sizes, "clip_steps=2", "clip_batch_size=8", "llava_epochs=0.2", "llava_batch_size=8"]
-    cmd = [sys.executable, "-m", "vlalign", "demo", "--out", str(tmp_path / "run"), "--probe-images", "3",
+    cmd = [sys.executable, "-m", "vlalign", "demo", "--out", str(tmp_path / "run"), "--eval-images", "4",
            *_sets("--world-set", WORLD_SETS), *_sets("--pretrain-set", pretrain_sets)]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert "base model on 3 unseen test images" in first.stdout and "recall" in first.stdout
+    assert "base model on 4 unseen test images" in first.stdout and "| CHAIR_s |" in first.stdout
+    assert "| adversarial |" in first.stdout
+    saved = json.loads((tmp_path / "run" / "eval" / "base.json").read_text())
+    assert saved["config"]["pope_mode"] == "logits" and len(saved["chair"]["captions"]) == 4
     assert (tmp_path / "run" / "base" / "llava" / "model.safetensors").is_file()
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and "reusing world" in second.stdout and "reusing base models" in second.stdout
+
+
+def test_eval_all_writes_settings_answers_and_metrics(tmp_path, tiny_world, tiny_base):
+    out = tmp_path / "eval.json"
+    proc = subprocess.run([sys.executable, "-m", "vlalign", "eval", "all", "--model", str(tiny_base / "llava"),
+                           "--data", str(tiny_world), "--num-images", "5", "--batch-size", "4", "--out", str(out),
+                           "--max-new-tokens", "12", "--pope-max-new-tokens", "3"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| CHAIR_s | CHAIR_i | Recall | Len | captions |" in proc.stdout and "| popular |" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["config"]["split"] == "test" and result["data_kind"] == "world"
+    chair = result["chair"]
+    assert chair["settings"]["prompt"] == "Describe this image." and len(chair["settings"]["image_ids"]) == 5
+    assert chair["settings"]["decoding"] == {"max_new_tokens": 12, "do_sample": False, "temperature": 1.0,
+                                             "top_p": 1.0, "seed": 0}
+    assert all("caption" in row and "hallucinated" in row for row in chair["captions"])
+    pope = result["pope"]
+    assert pope["settings"]["parser"] == "official" and pope["settings"]["mode"] == "generate"
+    for split in ("random", "popular", "adversarial"):
+        assert {"accuracy", "precision", "recall", "f1", "yes_ratio"} <= set(pope["splits"][split]["metrics"])
+        assert all("answer" in row and "label" in row for row in pope["splits"][split]["answers"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--split", "val2014"], "instances_val2014.json: missing"),
+    (["--pope-mode", "guess"], "invalid choice"),
+])
+def test_eval_bad_input_is_one_line(tmp_path, tiny_world, tiny_base, args, message):
+    proc = subprocess.run([sys.executable, "-m", "vlalign", "eval", "pope", "--model", str(tiny_base / "llava"),
+                           "--data", str(tiny_world), "--out", str(tmp_path / "e.json"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_eval_of_a_missing_model_names_it(tmp_path, tiny_world, capsys):
+    code = main(["eval", "chair", "--model", str(tmp_path / "nope"), "--data", str(tiny_world)])
+    assert code == 2 and "nope" in capsys.readouterr().err

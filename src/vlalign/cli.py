@@ -82,6 +82,46 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage_bars():
+    """An ``on_progress(stage, done, total)`` callback drawing one bar per evaluation stage."""
+    from tqdm.auto import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=f"eval {stage}", unit="answer", dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return on_progress
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vlalign.eval.run import EvalConfig, evaluate, markdown_table
+    from vlalign.io import write_json
+
+    _quiet_transformers()
+    out = Path(args.out) if args.out else Path(args.model) / "eval" / f"{args.what}_{args.split}.json"
+    if out.is_dir():
+        raise UserError(f"{out}: is a directory; --out takes a file name")
+    config = EvalConfig(
+        split=args.split, num_images=args.num_images, batch_size=args.batch_size, seed=args.seed, prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, normalizer=args.normalizer,
+        skip_missing=args.skip_missing, coco_synonyms=args.coco_synonyms, pope_mode=args.pope_mode,
+        pope_parser=args.pope_parser, pope_suffix=args.pope_suffix, pope_max_new_tokens=args.pope_max_new_tokens,
+        dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+    )
+    result = evaluate(args.model, args.data, args.what, config, _stage_bars())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, result, indent=1)
+    print(markdown_table(result))
+    print(f"\nresults, settings and answers written to {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from vlalign.config import load_config
     from vlalign.world.make import make_world
@@ -103,18 +143,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         pretrain(world_dir, base_dir, load_config(PretrainConfig, None, args.pretrain_set),
                  overwrite=True, on_step=_step_bars())
-    from vlalign.world.probe import describe_probe
+    from vlalign.eval.run import EvalConfig, evaluate, markdown_table
+    from vlalign.io import write_json
 
-    report = describe_probe(base_dir / "llava", world_dir, split="test", num_images=args.probe_images)
-    print(f"\nbase model on {report['num_images']} unseen test images (greedy, 'Describe this image.'):")
-    print(f"  mentions per description: {report['mentions_per_caption']:.2f}")
-    print(f"  present objects named (recall): {100 * report['recall']:.1f}%")
-    print(f"  mentions of absent objects (hallucination rate): {100 * report['hallucination_rate']:.1f}%")
-    print(f"  of those, objects usual in the scene: {100 * report['hallucinations_in_scene']:.1f}%")
-    for example in report["examples"][:3]:
-        print(f"\n  image {example['image']} ({example['scene']}; present: {', '.join(example['present'])})")
-        print(f"  -> {example['caption']}")
-    print(f"\nworld: {world_dir}\nbase models: {base_dir}/llava (VLM), {base_dir}/clip (verifier)")
+    # POPE by next-token scores: one forward pass per question keeps the demo fast.
+    config = EvalConfig(num_images=args.eval_images, pope_mode="logits")
+    result = evaluate(base_dir / "llava", world_dir, "all", config, _stage_bars())
+    (run / "eval").mkdir(exist_ok=True)
+    write_json(run / "eval" / "base.json", result, indent=1)
+    print(f"\nbase model on {result['chair']['settings']['num_images']} unseen test images "
+          "(CHAIR: greedy, 'Describe this image.'; POPE: Yes/No next-token scores):\n")
+    print(markdown_table(result))
+    for row in result["chair"]["captions"][:3]:
+        hallucinated = ", ".join(node for _, node in row["hallucinated"]) or "none"
+        print(f"\n  image {row['image_id']} (present: {', '.join(row['ground_truth'])}; hallucinated: {hallucinated})")
+        print(f"  -> {row['caption']}")
+    print(f"\nworld: {world_dir}\nbase models: {base_dir}/llava (VLM), {base_dir}/clip (verifier)\n"
+          f"evaluation: {run / 'eval' / 'base.json'}")
     return 0
 
 
@@ -141,12 +186,40 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     pre.set_defaults(func=cmd_world_pretrain)
 
+    ev = sub.add_parser("eval", help="hallucination metrics: CHAIR (descriptions) and POPE (yes/no probing)")
+    ev.add_argument("what", choices=("chair", "pope", "all"), help="which benchmark")
+    ev.add_argument("--model", required=True, help="VLM directory (or Hugging Face id already in the local cache)")
+    ev.add_argument("--data", required=True, help="a world directory, or a COCO directory (annotations/, images)")
+    ev.add_argument("--split", default="test", help="split whose annotations are used (COCO: e.g. val2014)")
+    ev.add_argument("--num-images", type=int, default=500, help="images (seeded sample when the split has more)")
+    ev.add_argument("--batch-size", type=int, default=16, help="images per generation batch")
+    ev.add_argument("--out", help="result JSON (default: MODEL/eval/WHAT_SPLIT.json)")
+    ev.add_argument("--seed", type=int, default=0, help="image sample, POPE negatives and sampling")
+    ev.add_argument("--prompt", default="Describe this image.", help="CHAIR's instruction")
+    ev.add_argument("--max-new-tokens", type=int, default=256, help="CHAIR description length limit")
+    ev.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    ev.add_argument("--normalizer", choices=("builtin", "wordnet"), default="builtin",
+                    help="CHAIR word normalizer (wordnet = OPERA/lmms-eval lineage, needs nltk data)")
+    ev.add_argument("--skip-missing", action="store_true", help="CHAIR: skip images without ground truth (counted)")
+    ev.add_argument("--coco-synonyms", help="CHAIR's COCO synonyms.txt (default: $VLALIGN_COCO_SYNONYMS or "
+                    "~/.cache/vlalign/coco_synonyms.txt)")
+    ev.add_argument("--pope-mode", choices=("generate", "logits"), default="generate",
+                    help="answer POPE by decoding (default) or by comparing Yes/No next-token scores")
+    ev.add_argument("--pope-parser", choices=("official", "strict"), default="official", help="POPE answer parser")
+    ev.add_argument("--pope-suffix", default="", help="text appended to each POPE question (LLaVA adds "
+                    "'\\nAnswer the question using a single word or phrase.')")
+    ev.add_argument("--pope-max-new-tokens", type=int, default=32, help="POPE answer length limit")
+    ev.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    ev.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    ev.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own Python code")
+    ev.set_defaults(func=cmd_eval)
+
     demo = sub.add_parser("demo", help="the whole pipeline on the synthetic world, reusing what exists")
     demo.add_argument("--out", default=str(DEFAULT_RUN), help="run directory (default: runs/demo)")
     demo.add_argument("--world-set", action="append", default=[], metavar="KEY=VALUE", help="override a WorldConfig field")
     demo.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a PretrainConfig field")
-    demo.add_argument("--probe-images", type=int, default=100, help="test images the base model describes")
+    demo.add_argument("--eval-images", type=int, default=500, help="test images for CHAIR and POPE")
     demo.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="rendering processes")
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -59,6 +59,29 @@ def write_json(path: str | Path, data: Any, indent: int | None = None) -> None:
     tmp.replace(path)
 
 
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based line number, object) for each non-blank line; a UserError names file and line."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err.reason})") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: line {lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: line {lineno}: expected a JSON object")
+        yield lineno, row
+
+
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """One JSON object a line, sorted keys, written to a temporary name and renamed."""
     path = Path(path)

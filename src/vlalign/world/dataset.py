@@ -9,6 +9,7 @@ from typing import Any
 from PIL import Image
 
 from vlalign.errors import UserError
+from vlalign.io import read_jsonl
 
 REQUIRED = ("world.json", "vocab.json", "sft_train.jsonl", "annotations/captions_train.json",
             "annotations/instances_test.json", "annotations/captions_test.json")
@@ -68,20 +69,13 @@ class World:
         if not path.is_file():
             raise UserError(f"{path}: missing")
         rows = []
-        with path.open() as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise UserError(f"{path}: line {lineno}: not valid JSON ({err.msg})") from None
-                turns = row.get("conversations") if isinstance(row, dict) else None
-                if not isinstance(row.get("image"), str) or not isinstance(turns, list) or len(turns) % 2 or not turns:
-                    raise UserError(f"{path}: line {lineno}: needs 'image' and an even, non-empty 'conversations' list")
-                for k, turn in enumerate(turns):
-                    expected = "human" if k % 2 == 0 else "gpt"
-                    if not isinstance(turn, dict) or turn.get("from") != expected or not isinstance(turn.get("value"), str):
-                        raise UserError(f"{path}: line {lineno}: turn {k} must be from '{expected}' with a string 'value'")
-                rows.append(row)
+        for lineno, row in read_jsonl(path):
+            turns = row.get("conversations")
+            if not isinstance(row.get("image"), str) or not isinstance(turns, list) or len(turns) % 2 or not turns:
+                raise UserError(f"{path}: line {lineno}: needs 'image' and an even, non-empty 'conversations' list")
+            for k, turn in enumerate(turns):
+                expected = "human" if k % 2 == 0 else "gpt"
+                if not isinstance(turn, dict) or turn.get("from") != expected or not isinstance(turn.get("value"), str):
+                    raise UserError(f"{path}: line {lineno}: turn {k} must be from '{expected}' with a string 'value'")
+            rows.append(row)
         return rows

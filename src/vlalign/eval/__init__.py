@@ -1,0 +1,1 @@
+"""Hallucination evaluation: CHAIR, POPE and the generation engine they use."""

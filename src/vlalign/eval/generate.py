@@ -1,0 +1,137 @@
+"""Batched generation for any Hugging Face VLM, and yes/no answers from next-token scores.
+
+Prompts go through the processor's own chat template (one image, then the text), batches
+are left-padded so every row's last prompt token sits in the same column, and decoding uses
+the KV cache. Greedy decoding is deterministic; sampling is deterministic for a seed and a
+batch size (each batch reseeds the generator with ``seed + batch index``).
+
+:func:`answer_yes_no` answers existence questions without decoding: one forward pass per
+batch, keeping only the last position's logits, and "Yes" wins when its score beats "No"'s.
+It measures the model's preference between the two answers rather than what it would write,
+so results made this way are reported as such.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from vlalign.models.load import LoadedVLM
+
+# (done, total) -> None, called after every batch; the CLI draws a progress bar with it.
+BatchCallback = Callable[[int, int], None]
+
+
+@dataclass
+class DecodingConfig:
+    """How answers are decoded. Greedy unless ``do_sample``."""
+
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0  # sampling only; each batch uses seed + batch index
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if self.do_sample and (self.temperature <= 0 or not 0 < self.top_p <= 1):
+            raise ValueError("sampling needs temperature > 0 and 0 < top_p <= 1")
+
+
+def chat_prompt(processor, question: str) -> str:
+    """``question`` about one image, rendered by the processor's chat template, ready to answer."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+@contextlib.contextmanager
+def _left_padding(processor) -> Iterator[None]:
+    tokenizer = processor.tokenizer
+    saved = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = saved
+
+
+def _inputs(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequence[str]) -> dict:
+    texts = [chat_prompt(vlm.processor, q) for q in questions]
+    with _left_padding(vlm.processor):
+        inputs = vlm.processor(images=list(images), text=texts, padding=True, return_tensors="pt")
+    device = next(vlm.model.parameters()).device
+    dtype = next(vlm.model.parameters()).dtype
+    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
+
+
+def _batches(n: int, size: int) -> list[range]:
+    return [range(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+@torch.inference_mode()
+def generate(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequence[str], decoding: DecodingConfig,
+             batch_size: int = 16, on_batch: BatchCallback | None = None) -> list[str]:
+    """One answer per (image, question), decoded in batches of ``batch_size``; special tokens removed."""
+    if len(images) != len(questions):
+        raise ValueError(f"{len(images)} images but {len(questions)} questions")
+    decoding.validate()
+    sampling = dict(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=None) \
+        if decoding.do_sample else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    answers: list[str] = []
+    batches = _batches(len(images), batch_size)
+    for k, rows in enumerate(batches):
+        inputs = _inputs(vlm, [images[i] for i in rows], [questions[i] for i in rows])
+        if decoding.do_sample:
+            torch.manual_seed(decoding.seed + k)
+        out = vlm.model.generate(**inputs, max_new_tokens=decoding.max_new_tokens, use_cache=True, **sampling)
+        new_tokens = out[:, inputs["input_ids"].shape[1]:]
+        answers += [a.strip() for a in vlm.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+        if on_batch:
+            on_batch(len(answers), len(images))
+    return answers
+
+
+def answer_token_ids(tokenizer, word: str) -> list[int]:
+    """First token of ``word`` as the model could start its answer with it (with or without a space)."""
+    ids = set()
+    for text in (word, " " + word):
+        tokens = tokenizer.encode(text, add_special_tokens=False)
+        # SentencePiece tokenizers may emit a lone "▁" first for a leading space.
+        tokens = [t for t in tokens if tokenizer.decode([t]).strip()]
+        if tokens:
+            ids.add(tokens[0])
+    if not ids:
+        raise ValueError(f"the tokenizer cannot encode {word!r}")
+    return sorted(ids)
+
+
+@torch.inference_mode()
+def answer_yes_no(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequence[str], batch_size: int = 32,
+                  on_batch: BatchCallback | None = None) -> tuple[list[str], list[float]]:
+    """"Yes" or "No" per question from one forward pass, and the margin log p(Yes) - log p(No).
+
+    Each answer's score is the log-probability mass of its first tokens ("Yes", " Yes", and
+    lowercase forms), so tokenizers that split a leading space differently agree.
+    """
+    if len(images) != len(questions):
+        raise ValueError(f"{len(images)} images but {len(questions)} questions")
+    tokenizer = vlm.processor.tokenizer
+    yes = answer_token_ids(tokenizer, "Yes") + answer_token_ids(tokenizer, "yes")
+    no = answer_token_ids(tokenizer, "No") + answer_token_ids(tokenizer, "no")
+    answers: list[str] = []
+    margins: list[float] = []
+    for rows in _batches(len(images), batch_size):
+        inputs = _inputs(vlm, [images[i] for i in rows], [questions[i] for i in rows])
+        logits = vlm.model(**inputs, logits_to_keep=1).logits[:, -1].float()  # (B, V)
+        logp = logits.log_softmax(-1)
+        margin = logp[:, sorted(set(yes))].logsumexp(-1) - logp[:, sorted(set(no))].logsumexp(-1)  # (B,)
+        margins += margin.tolist()
+        answers += ["Yes" if m > 0 else "No" for m in margin.tolist()]
+        if on_batch:
+            on_batch(len(answers), len(images))
+    return answers, margins
