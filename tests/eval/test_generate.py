@@ -72,3 +72,20 @@ def test_yes_no_margin_is_the_log_probability_difference(vlm, images):
 def test_mismatched_lengths_are_refused(vlm, images):
     with pytest.raises(ValueError, match="2 images but 1 questions"):
         generate(vlm, images[:2], ["Describe this image."], DecodingConfig())
+
+
+def test_questions_about_one_image_share_its_prefix_and_give_the_same_margins(vlm, images):
+    """Repeated image objects take the shared-prefix path; margins must equal whole-prompt forwards."""
+    from vlalign.eval import generate as engine
+
+    questions = ["Is there a dog in the image?", "Is there an oven in the image?", "Is there a traffic light?",
+                 "Describe this image.", "Is there a cup in the image?"]
+    rows = [(images[k % 2], q) for k, q in enumerate(questions)]
+    shared_answers, shared = answer_yes_no(vlm, [im for im, _ in rows], [q for _, q in rows], batch_size=3)
+    engine._PREFIX_SHARING.discard("llava")
+    try:
+        whole_answers, whole = answer_yes_no(vlm, [im for im, _ in rows], [q for _, q in rows], batch_size=3)
+    finally:
+        engine._PREFIX_SHARING.add("llava")
+    assert shared == pytest.approx(whole, abs=1e-4)
+    assert shared_answers == whole_answers

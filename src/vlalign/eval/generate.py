@@ -50,10 +50,10 @@ def chat_prompt(processor, question: str) -> str:
 
 
 @contextlib.contextmanager
-def _left_padding(processor) -> Iterator[None]:
+def _padding_side(processor, side: str) -> Iterator[None]:
     tokenizer = processor.tokenizer
     saved = tokenizer.padding_side
-    tokenizer.padding_side = "left"
+    tokenizer.padding_side = side
     try:
         yield
     finally:
@@ -62,7 +62,7 @@ def _left_padding(processor) -> Iterator[None]:
 
 def _inputs(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequence[str]) -> dict:
     texts = [chat_prompt(vlm.processor, q) for q in questions]
-    with _left_padding(vlm.processor):
+    with _padding_side(vlm.processor, "left"):
         inputs = vlm.processor(images=list(images), text=texts, padding=True, return_tensors="pt")
     device = next(vlm.model.parameters()).device
     dtype = next(vlm.model.parameters()).dtype
@@ -110,28 +110,93 @@ def answer_token_ids(tokenizer, word: str) -> list[int]:
     return sorted(ids)
 
 
+# Families whose language model takes plain 1-D positions, so a cached prompt prefix can be
+# continued by any suffix. Qwen2-VL's multimodal rotary positions carry per-row offsets from
+# the prefill and take the plain path.
+_PREFIX_SHARING = {"llava"}
+
+
+def _yes_no_ids(tokenizer) -> tuple[list[int], list[int]]:
+    yes = sorted(set(answer_token_ids(tokenizer, "Yes") + answer_token_ids(tokenizer, "yes")))
+    no = sorted(set(answer_token_ids(tokenizer, "No") + answer_token_ids(tokenizer, "no")))
+    return yes, no
+
+
+def _margin(logits: torch.Tensor, yes: list[int], no: list[int]) -> torch.Tensor:
+    """(N, V) next-token logits -> (N,) log p(Yes) - log p(No), each a logsumexp over its tokens."""
+    logp = logits.float().log_softmax(-1)
+    return logp[:, yes].logsumexp(-1) - logp[:, no].logsumexp(-1)
+
+
+def _image_groups(images: Sequence[Image.Image], batch_size: int) -> list[list[list[int]]]:
+    """Rows grouped by image (the same object), groups packed into batches of about ``batch_size`` rows."""
+    by_image: dict[int, list[int]] = {}
+    for k, image in enumerate(images):
+        by_image.setdefault(id(image), []).append(k)
+    batches: list[list[list[int]]] = [[]]
+    for group in by_image.values():
+        if batches[-1] and sum(map(len, batches[-1])) + len(group) > batch_size:
+            batches.append([])
+        batches[-1].append(group)
+    return [b for b in batches if b]
+
+
+def _shared_prefix_margins(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequence[str],
+                           groups: list[list[int]], yes: list[int], no: list[int]) -> dict[int, float]:
+    """Margins for the rows of ``groups``, each image and the prompt prefix before the question run once.
+
+    The prompts are right-padded; the prefix they all share (template, image tokens) is run
+    once per image with the image, its KV cache is repeated for that image's questions, and
+    only the question tokens run per row. Right padding is safe after a cache: padding comes
+    after each row's last real token, which is where the answer is read.
+    """
+    rows = [r for group in groups for r in group]
+    texts = [chat_prompt(vlm.processor, questions[r]) for r in rows]
+    with _padding_side(vlm.processor, "right"):
+        inputs = vlm.processor(images=[images[r] for r in rows], text=texts, padding=True, return_tensors="pt")
+    device = next(vlm.model.parameters()).device
+    ids, mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
+    lengths = mask.sum(1)
+    same = ((ids == ids[:1]) & mask.bool()).all(0)
+    prefix = int(same.long().cumprod(0).sum())
+    prefix = max(1, min(prefix, int(lengths.min()) - 1))  # every row keeps at least one token of its own
+    starts = torch.tensor([0, *torch.tensor([len(g) for g in groups]).cumsum(0)[:-1].tolist()], device=device)
+    pixel_values = inputs["pixel_values"].to(device, next(vlm.model.parameters()).dtype)[starts]
+    out = vlm.model(input_ids=ids[starts, :prefix], attention_mask=mask[starts, :prefix], pixel_values=pixel_values,
+                    use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    cache.reorder_cache(torch.repeat_interleave(torch.arange(len(groups), device=device),
+                                                torch.tensor([len(g) for g in groups], device=device)))
+    logits = vlm.model(input_ids=ids[:, prefix:], attention_mask=mask, past_key_values=cache).logits  # (N, S, V)
+    last = logits[torch.arange(len(rows), device=device), lengths - 1 - prefix]  # (N, V)
+    return dict(zip(rows, _margin(last, yes, no).tolist()))
+
+
 @torch.inference_mode()
 def answer_yes_no(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequence[str], batch_size: int = 32,
                   on_batch: BatchCallback | None = None) -> tuple[list[str], list[float]]:
-    """"Yes" or "No" per question from one forward pass, and the margin log p(Yes) - log p(No).
+    """"Yes" or "No" per question without decoding, and the margin log p(Yes) - log p(No).
 
     Each answer's score is the log-probability mass of its first tokens ("Yes", " Yes", and
-    lowercase forms), so tokenizers that split a leading space differently agree.
+    lowercase forms), so tokenizers that split a leading space differently agree. Questions
+    about the same image (the same object in ``images``) share one pass over the image and
+    the prompt before the question, for LLaVA-style models; others run each prompt whole.
     """
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images but {len(questions)} questions")
-    tokenizer = vlm.processor.tokenizer
-    yes = answer_token_ids(tokenizer, "Yes") + answer_token_ids(tokenizer, "yes")
-    no = answer_token_ids(tokenizer, "No") + answer_token_ids(tokenizer, "no")
-    answers: list[str] = []
-    margins: list[float] = []
-    for rows in _batches(len(images), batch_size):
-        inputs = _inputs(vlm, [images[i] for i in rows], [questions[i] for i in rows])
-        logits = vlm.model(**inputs, logits_to_keep=1).logits[:, -1].float()  # (B, V)
-        logp = logits.log_softmax(-1)
-        margin = logp[:, sorted(set(yes))].logsumexp(-1) - logp[:, sorted(set(no))].logsumexp(-1)  # (B,)
-        margins += margin.tolist()
-        answers += ["Yes" if m > 0 else "No" for m in margin.tolist()]
-        if on_batch:
-            on_batch(len(answers), len(images))
-    return answers, margins
+    yes, no = _yes_no_ids(vlm.processor.tokenizer)
+    margins: dict[int, float] = {}
+    if vlm.family in _PREFIX_SHARING:
+        for groups in _image_groups(images, batch_size):
+            margins.update(_shared_prefix_margins(vlm, images, questions, groups, yes, no))
+            if on_batch:
+                on_batch(len(margins), len(images))
+    else:
+        for rows in _batches(len(images), batch_size):
+            inputs = _inputs(vlm, [images[i] for i in rows], [questions[i] for i in rows])
+            logits = vlm.model(**inputs, logits_to_keep=1).logits[:, -1]  # (B, V)
+            margins.update(zip(rows, _margin(logits, yes, no).tolist()))
+            if on_batch:
+                on_batch(len(margins), len(images))
+    ordered = [margins[k] for k in range(len(images))]
+    return ["Yes" if m > 0 else "No" for m in ordered], ordered
