@@ -1,9 +1,8 @@
 """Time and peak memory of `vlalign world make` + `vlalign world pretrain` on the default config,
-then how the base model describes unseen test images (recall and hallucinated mentions).
+then the base model's hallucination profile: CHAIR and POPE on the test split (unseen images,
+scene priors broken) and CHAIR on seen training images.
 
-    python bench/pretrain.py [--out runs/bench-pretrain] [--probe-images 200]
-
-The issue's budget is 8 minutes on 2 CPU cores for both commands together.
+    python bench/pretrain.py [--out runs/bench-pretrain] [--eval-images 500]
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ def run(cmd: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/bench-pretrain")
-    parser.add_argument("--probe-images", type=int, default=200)
+    parser.add_argument("--eval-images", type=int, default=500)
     args = parser.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -36,24 +35,24 @@ def main() -> None:
     pretrain_s = run([*vlalign, "world", "pretrain", "--world", str(out / "world"), "--out", str(out / "base")])
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
-    from vlalign.world.probe import describe_probe
+    from vlalign.eval.run import EvalConfig, evaluate, markdown_table
 
-    probe = describe_probe(out / "base" / "llava", out / "world", split="test", num_images=args.probe_images)
-    train_probe = describe_probe(out / "base" / "llava", out / "world", split="train", num_images=args.probe_images)
+    model = out / "base" / "llava"
+    test = evaluate(model, out / "world", "all", EvalConfig(split="test", num_images=args.eval_images))
+    train = evaluate(model, out / "world", "chair", EvalConfig(split="train", num_images=args.eval_images))
     print("\n| stage | seconds |\n|---|---|")
     print(f"| world make | {make_s:.1f} |\n| world pretrain | {pretrain_s:.1f} |\n| total | {make_s + pretrain_s:.1f} |")
-    print(f"\npeak memory of one child process: {peak_mib:.0f} MiB (budget: 480 s total)")
-    print("\n| split | images | mentions/desc | recall | hallucinated mentions | desc. with a hallucination | of those in-scene |")
-    print("|---|---|---|---|---|---|---|")
-    for split, p in (("train (seen)", train_probe), ("test (unseen, priors broken)", probe)):
-        print(f"| {split} | {p['num_images']} | {p['mentions_per_caption']:.2f} | {100 * p['recall']:.1f}% | "
-              f"{100 * p['hallucination_rate']:.1f}% | {100 * p['captions_with_hallucination']:.1f}% | "
-              f"{100 * p['hallucinations_in_scene']:.1f}% |")
-    for example in probe["examples"][:3]:
-        print(f"\n{example['scene']}, present: {', '.join(example['present'])}\n  -> {example['caption']}")
-    (out / "bench.json").write_text(json.dumps({"make_seconds": make_s, "pretrain_seconds": pretrain_s,
-                                                "peak_mib": peak_mib, "probe_test": {k: v for k, v in probe.items() if k != "examples"},
-                                                "probe_train": {k: v for k, v in train_probe.items() if k != "examples"}}, indent=1))
+    print(f"\npeak memory of one child process: {peak_mib:.0f} MiB")
+    print(f"\nbase model, test split ({args.eval_images} unseen images, priors broken), greedy:\n")
+    print(markdown_table(test))
+    print(f"\nbase model, train split ({args.eval_images} seen images), greedy:\n")
+    print(markdown_table(train))
+    for row in test["chair"]["captions"][:3]:
+        print(f"\npresent: {', '.join(row['ground_truth'])}\n  -> {row['caption']}")
+    (out / "bench.json").write_text(json.dumps({
+        "make_seconds": make_s, "pretrain_seconds": pretrain_s, "peak_mib": peak_mib,
+        "test_chair": test["chair"]["metrics"], "train_chair": train["chair"]["metrics"],
+        "test_pope": {k: v["metrics"] for k, v in test["pope"]["splits"].items()}}, indent=1))
 
 
 if __name__ == "__main__":

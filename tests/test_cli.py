@@ -149,3 +149,47 @@ def test_eval_bad_input_is_one_line(tmp_path, tiny_world, tiny_base, args, messa
 def test_eval_of_a_missing_model_names_it(tmp_path, tiny_world, capsys):
     code = main(["eval", "chair", "--model", str(tmp_path / "nope"), "--data", str(tiny_world)])
     assert code == 2 and "nope" in capsys.readouterr().err
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_eval_scores_a_captions_file_and_names_images_without_ground_truth(tmp_path, tiny_world, capsys):
+    from vlalign.eval.run import open_data
+
+    data = open_data(tiny_world, "test")
+    first, second = sorted(data.files)[:2]
+    rows = [{"image_id": first, "caption": "A dog and a dog."}, {"image_id": second, "caption": ""},
+            {"image_id": 999999, "caption": "A cup."}]
+    captions = _jsonl(tmp_path / "captions.jsonl", rows)
+    code = main(["eval", "chair", "--data", str(tiny_world), "--captions", captions])
+    err = capsys.readouterr().err
+    assert code == 2 and "no CHAIR ground truth for 1 image id(s): 999999" in err
+    out = tmp_path / "chair.json"
+    code = main(["eval", "chair", "--data", str(tiny_world), "--captions", captions, "--skip-missing", "--out", str(out)])
+    assert code == 0 and "| CHAIR_s |" in capsys.readouterr().out
+    metrics = json.loads(out.read_text())["chair"]["metrics"]
+    assert metrics["num_captions"] == 2 and metrics["num_empty"] == 1 and metrics["num_skipped"] == 1
+    assert metrics["num_mentions"] == 2  # repeats count
+
+
+def test_eval_scores_an_answers_file_by_question_id_never_by_position(tmp_path, capsys):
+    questions = _jsonl(tmp_path / "pope_random.jsonl", [
+        {"question_id": 1, "image": "a.png", "text": "Is there a dog in the image?", "label": "yes"},
+        {"question_id": 2, "image": "a.png", "text": "Is there a cup in the image?", "label": "no"},
+        {"question_id": 3, "image": "a.png", "text": "Is there a car in the image?", "label": "yes"},
+    ])
+    shuffled = _jsonl(tmp_path / "answers.jsonl", [{"question_id": 3, "answer": "No."},
+                                                   {"question_id": 1, "answer": "Yes"},
+                                                   {"question_id": 2, "answer": "No, there is not."}])
+    out = tmp_path / "pope.json"
+    assert main(["eval", "pope", "--questions", questions, "--answers", shuffled, "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())["pope"]["splits"]["pope_random"]["metrics"]
+    assert (metrics["tp"], metrics["fn"], metrics["tn"], metrics["fp"]) == (1, 1, 1, 0)
+    capsys.readouterr()
+    missing = _jsonl(tmp_path / "short.jsonl", [{"question_id": 1, "answer": "Yes"}, {"question_id": 7, "answer": "No"}])
+    assert main(["eval", "pope", "--questions", questions, "--answers", missing]) == 2
+    err = capsys.readouterr().err
+    assert "2 (2, 3)" in err and "7" in err and err.count("\n") == 1

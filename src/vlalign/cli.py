@@ -104,6 +104,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vlalign.io import write_json
 
     _quiet_transformers()
+    if args.captions or args.answers:
+        return _score_files(args)
+    if not args.model or not args.data:
+        raise UserError("--model and --data are required (or score existing outputs with --captions / --answers)")
     out = Path(args.out) if args.out else Path(args.model) / "eval" / f"{args.what}_{args.split}.json"
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --out takes a file name")
@@ -119,6 +123,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     write_json(out, result, indent=1)
     print(markdown_table(result))
     print(f"\nresults, settings and answers written to {out}")
+    return 0
+
+
+def _score_files(args: argparse.Namespace) -> int:
+    """`vlalign eval chair --captions FILE` / `vlalign eval pope --answers FILE --questions FILE`: no model."""
+    from vlalign.eval.run import markdown_table, open_data, score_answers, score_captions
+    from vlalign.io import write_json
+
+    result: dict = {}
+    if args.captions:
+        if args.what != "chair" or not args.data:
+            raise UserError("--captions scores CHAIR: use `vlalign eval chair --data DIR --captions FILE`")
+        data = open_data(args.data, args.split, args.coco_synonyms)
+        result = {"data": str(data.root), "split": args.split,
+                  "chair": score_captions(data, args.captions, args.normalizer, args.skip_missing)}
+    else:
+        if args.what != "pope" or not args.questions:
+            raise UserError("--answers scores POPE: use `vlalign eval pope --questions FILE --answers FILE`")
+        result = {"pope": score_answers(args.questions, args.answers, args.pope_parser)}
+    if args.out:
+        write_json(args.out, result, indent=1)
+    print(markdown_table(result))
+    if args.out:
+        print(f"\nresults written to {args.out}")
     return 0
 
 
@@ -188,8 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="hallucination metrics: CHAIR (descriptions) and POPE (yes/no probing)")
     ev.add_argument("what", choices=("chair", "pope", "all"), help="which benchmark")
-    ev.add_argument("--model", required=True, help="VLM directory (or Hugging Face id already in the local cache)")
-    ev.add_argument("--data", required=True, help="a world directory, or a COCO directory (annotations/, images)")
+    ev.add_argument("--model", help="VLM directory (or Hugging Face id already in the local cache)")
+    ev.add_argument("--data", help="a world directory, or a COCO directory (annotations/, images)")
+    ev.add_argument("--captions", help="score these descriptions instead of generating (JSON Lines: image_id, caption)")
+    ev.add_argument("--answers", help="score these POPE answers instead of generating (JSON Lines: question_id, answer)")
+    ev.add_argument("--questions", help="the POPE question file the --answers reply to")
     ev.add_argument("--split", default="test", help="split whose annotations are used (COCO: e.g. val2014)")
     ev.add_argument("--num-images", type=int, default=500, help="images (seeded sample when the split has more)")
     ev.add_argument("--batch-size", type=int, default=16, help="images per generation batch")

@@ -25,6 +25,7 @@ from PIL import Image
 from vlalign.errors import UserError
 from vlalign.eval import chair, pope
 from vlalign.eval.generate import DecodingConfig, answer_yes_no, generate
+from vlalign.io import read_jsonl
 from vlalign.models.load import LoadedVLM
 
 # (stage, done, total) -> None
@@ -162,6 +163,46 @@ def run_pope(vlm: LoadedVLM, data: EvalData, decoding: DecodingConfig, num_image
     if mode == "generate":
         settings["decoding"] = asdict(decoding)
     return {"settings": settings, "splits": results}
+
+
+def load_captions(path: str | Path) -> list[tuple[int, str]]:
+    """``(image_id, caption)`` pairs from a JSON Lines file of ``{"image_id", "caption"}`` objects."""
+    pairs = []
+    for lineno, row in read_jsonl(path):
+        image_id, caption = row.get("image_id"), row.get("caption")
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise UserError(f"{path}: line {lineno}: needs an integer 'image_id'")
+        if not isinstance(caption, str):
+            raise UserError(f"{path}: line {lineno}: needs a string 'caption'")
+        pairs.append((image_id, caption))
+    if not pairs:
+        raise UserError(f"{path}: no captions")
+    return pairs
+
+
+def score_captions(data: EvalData, captions_path: str | Path, normalizer: str = "builtin",
+                   skip_missing: bool = False) -> dict[str, Any]:
+    """CHAIR of captions already generated (a ``{"image_id", "caption"}`` JSON Lines file)."""
+    if data.captions is None:
+        raise UserError(f"{data.root}/annotations/captions_{data.split}.json: missing; CHAIR's ground truth "
+                        "includes the reference captions")
+    pairs = load_captions(captions_path)
+    gt = chair.ground_truth(data.instances, data.captions, data.vocab, normalizer)
+    result = chair.evaluate(pairs, gt, data.vocab, normalizer, skip_missing)
+    return {"settings": {"captions_file": str(captions_path), "normalizer": normalizer, "skip_missing": skip_missing,
+                         "image_ids": [i for i, _ in pairs]},
+            "metrics": result.metrics, "captions": result.per_caption}
+
+
+def score_answers(questions_path: str | Path, answers_path: str | Path, parser: str = "official") -> dict[str, Any]:
+    """POPE metrics of answers already generated, matched to their questions by ``question_id``."""
+    questions = pope.load_questions(questions_path)
+    answers = pope.load_answers(answers_path)
+    split = Path(questions_path).stem
+    metrics = pope.score(questions, answers, parser)
+    rows = [{**q.to_json(), "answer": answers[q.question_id]} for q in questions]
+    return {"settings": {"questions_file": str(questions_path), "answers_file": str(answers_path), "parser": parser},
+            "splits": {split: {"metrics": metrics, "answers": rows}}}
 
 
 @dataclass

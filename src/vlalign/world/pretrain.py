@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 
 from vlalign.config import config_to_dict
 from vlalign.errors import UserError
@@ -47,16 +48,17 @@ StepCallback = Callable[[str, int, int, dict[str, float]], None]
 
 @dataclass
 class PretrainConfig:
-    """How the base models are trained. Defaults: about 7 minutes on 2 CPU cores."""
+    """How the base models are trained. Defaults: about 15 minutes on 2 CPU cores."""
 
     seed: int = 0
     vocab_size: int = 1024  # BPE merges stop earlier when the world's text runs out of pairs
     sizes: TinySizes = field(default_factory=lambda: TinySizes(image_size=0))  # image_size 0 = the world's
-    clip_steps: int = 500  # contrastive steps
-    clip_batch_size: int = 128  # larger = more negatives per step
-    clip_lr: float = 1e-3
+    clip_steps: int = 2400
+    clip_batch_size: int = 32  # small batches, many steps: held-out recognition is far better per FLOP
+    clip_lr: float = 2e-3
     clip_object_weight: float = 2.0  # weight of the per-category sigmoid loss (see train_clip)
-    llava_epochs: float = 2.5  # passes over sft_train.jsonl (fractions allowed)
+    clip_patch_weight: float = 5.0  # weight of the per-patch object loss (see train_clip); 0 = off
+    llava_epochs: float = 3.0  # passes over sft_train.jsonl (fractions allowed)
     llava_batch_size: int = 32
     llava_lr: float = 1e-3
     warmup_ratio: float = 0.05  # linear warmup, then cosine decay to 10%
@@ -132,14 +134,39 @@ def object_prompt(word: str) -> str:
     return f"a photo of {article(word)} {word}"
 
 
+def patch_labels(instances: dict, ids: list[int], categories: list[str], image_size: int, patch_size: int,
+                 min_cover: float = 0.15) -> torch.Tensor:
+    """(N, patches, categories) multi-hot: which objects cover at least ``min_cover`` of each patch.
+
+    Rasterised from the annotations' polygons, in the vision tower's row-major patch order.
+    """
+    grid = image_size // patch_size
+    row_of = {image_id: k for k, image_id in enumerate(ids)}
+    column = {c["id"]: categories.index(c["name"]) for c in instances["categories"]}
+    labels = torch.zeros(len(ids), grid * grid, len(categories))
+    for ann in instances["annotations"]:
+        mask = Image.new("L", (image_size, image_size), 0)
+        ImageDraw.Draw(mask).polygon([float(v) for v in ann["segmentation"][0]], fill=1)
+        cover = torch.from_numpy(np.asarray(mask, dtype=np.float32))
+        cover = cover.reshape(grid, patch_size, grid, patch_size).mean((1, 3)).reshape(-1)  # (patches,)
+        row, col = row_of[ann["image_id"]], column[ann["category_id"]]
+        labels[row, :, col] = torch.maximum(labels[row, :, col], (cover >= min_cover).float())
+    return labels
+
+
 def train_clip(world: World, config: PretrainConfig, tokenizer, pixels: TrainImages, on_step: StepCallback | None = None):
-    """Train a tiny ``CLIPModel`` on the train split. Two terms, summed:
+    """Train a tiny ``CLIPModel`` on the train split. Three terms, summed:
 
     - CLIP's contrastive loss (InfoNCE, both directions) between images and their captions;
     - a multi-label sigmoid loss between images and one prompt per category ("a photo of a
       dog", a random synonym each step), positive where the category is annotated (SigLIP's
       pairwise loss, with known positives instead of the diagonal). It is what teaches a small
-      encoder to see every object quickly, and what makes single-object phrases score well.
+      encoder to see every object quickly, and what makes single-object phrases score well;
+    - a per-patch sigmoid loss: a linear head on the patch features LLaVA reads (layer -2)
+      predicts which objects cover each patch (from the annotations' polygons). CLIP learns
+      local features from 400M pairs; the world has exact masks instead, and with them a 1.6M
+      parameter encoder recognises objects in unseen scenes far better in the same compute.
+      The head is dropped after training.
     """
     captions = world.coco("captions", "train")
     instances = world.coco("instances", "train")
@@ -155,13 +182,17 @@ def train_clip(world: World, config: PretrainConfig, tokenizer, pixels: TrainIma
     for ann in instances["annotations"]:
         present[row_of[ann["image_id"]], column[ann["category_id"]]] = 1.0
     text_tok = clip_text_tokenizer(tokenizer)
+    sizes = config.sizes
+    patches = patch_labels(instances, ids, categories, sizes.image_size, sizes.patch_size)
 
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = build_clip(tokenizer, config.sizes)
     model.train()
     object_bias = torch.nn.Parameter(torch.tensor(-4.0))  # SigLIP's learned bias; not part of CLIPModel
-    opt = torch.optim.AdamW([*model.parameters(), object_bias], lr=config.clip_lr, weight_decay=config.weight_decay)
+    patch_head = torch.nn.Linear(sizes.vision_hidden, len(categories))  # auxiliary, not saved
+    opt = torch.optim.AdamW([*model.parameters(), object_bias, *patch_head.parameters()], lr=config.clip_lr,
+                            weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config.clip_steps, config.warmup_ratio))
     batch = min(config.clip_batch_size, len(ids))
     for step in range(config.clip_steps):
@@ -171,28 +202,51 @@ def train_clip(world: World, config: PretrainConfig, tokenizer, pixels: TrainIma
             words = world.vocab["synonyms"][name]
             texts.append(object_prompt(words[rng.integers(len(words))]))
         enc = text_tok(texts, padding=True, truncation=True, return_tensors="pt")
-        out = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
+        out = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, output_hidden_states=True,
                     pixel_values=pixels.get([f"images/train/{files[ids[r]]}" for r in rows]))
         to_captions = out.logits_per_image[:, : len(rows)]  # (B, B), already times logit_scale
         target = torch.arange(len(rows))
         contrastive = (F.cross_entropy(to_captions, target) + F.cross_entropy(to_captions.T, target)) / 2
         to_objects = out.logits_per_image[:, len(rows):] + object_bias  # (B, num_categories)
         objects = F.binary_cross_entropy_with_logits(to_objects, present[rows])
-        loss = contrastive + config.clip_object_weight * objects
+        patch_features = out.vision_model_output.hidden_states[-2][:, 1:]  # (B, patches, hidden), LLaVA's layer
+        per_patch = F.binary_cross_entropy_with_logits(patch_head(patch_features), patches[rows])
+        loss = contrastive + config.clip_object_weight * objects + config.clip_patch_weight * per_patch
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([*model.parameters(), *patch_head.parameters()], 1.0)
         opt.step()
         sched.step()
         if on_step:
-            on_step("clip", step + 1, config.clip_steps, {"contrastive": contrastive.item(), "objects": objects.item()})
+            on_step("clip", step + 1, config.clip_steps, {"contrastive": contrastive.item(), "objects": objects.item(),
+                                                         "patches": per_patch.item()})
     model.eval()
     return model
 
 
+@torch.no_grad()
+def normalize_feature_scale(clip, pixel_values: torch.Tensor, layer: int = -2) -> float:
+    """Rescale ``clip``'s vision residual stream so that ``layer``'s patch features have unit RMS.
+
+    Every block of the vision tower reads its input through a LayerNorm, so multiplying the
+    stream's sources (the pre-LayerNorm's affine output, and each block's attention and MLP
+    output projections) by one factor scales every hidden state by it and changes nothing
+    CLIP computes (up to LayerNorm's epsilon). LLaVA, which reads the raw hidden states, then
+    gets inputs of a fixed scale however large the stream grew in training. Returns the factor.
+    """
+    vision = clip.vision_model
+    features = vision(pixel_values, output_hidden_states=True).hidden_states[layer][:, 1:]
+    factor = 1.0 / features.pow(2).mean().sqrt().item()
+    for module in (vision.pre_layrnorm, *(m for block in vision.encoder.layers
+                                          for m in (block.self_attn.out_proj, block.mlp.fc2))):
+        module.weight.mul_(factor)
+        module.bias.mul_(factor)
+    return factor
+
+
 def train_llava(world: World, config: PretrainConfig, tokenizer, clip, pixels: TrainImages,
                 on_step: StepCallback | None = None):
-    """Instruction-tune a tiny LLaVA (vision tower frozen) on ``sft_train.jsonl``."""
+    """Instruction-tune a tiny LLaVA (vision tower frozen) on ``sft_train.jsonl``, loss on answers only."""
     sizes = config.sizes
     num_image_tokens = (sizes.image_size // sizes.patch_size) ** 2
     rows = world.conversations("train")
@@ -222,14 +276,15 @@ def train_llava(world: World, config: PretrainConfig, tokenizer, clip, pixels: T
             input_ids[b, : len(ids)] = torch.tensor(ids)
             attention[b, : len(ids)] = 1
             labels[b, : len(ids)] = torch.where(torch.tensor(is_answer), torch.tensor(ids), -100)
-        out = model(input_ids=input_ids, attention_mask=attention, pixel_values=pixels.get([rows[i]["image"] for i in picked]), labels=labels)
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels,
+                     pixel_values=pixels.get([rows[i]["image"] for i in picked])).loss
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if on_step:
-            on_step("llava", step + 1, total, {"loss": out.loss.item()})
+            on_step("llava", step + 1, total, {"loss": loss.item()})
     model.eval()
     return model
 
@@ -253,6 +308,7 @@ def pretrain(world_dir: str | Path, out: str | Path, config: PretrainConfig, ove
         files = [f"images/train/{im['file_name']}" for im in world.coco("captions", "train")["images"]]
         pixels = TrainImages(world, files, image_processor(config.sizes))
         clip = train_clip(world, config, tokenizer, pixels, on_step)
+        normalize_feature_scale(clip, pixels.pixel_values[:256])
         clip_seconds = time.perf_counter() - started
         clip.save_pretrained(tmp / "clip")
         clip_processor(tokenizer, config.sizes).save_pretrained(tmp / "clip")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vlalign.world.glyphs import instance_polygon
-from vlalign.world.vocab import BY_NAME, CATEGORIES, SCENES
+from vlalign.world.vocab import BY_NAME, CATEGORIES, COMMON, COMMON_WEIGHT, SCENES
 
 
 @dataclass
@@ -22,18 +22,18 @@ class WorldConfig:
 
     seed: int = 0  # one seed for the whole world; splits and images derive theirs from it
     image_size: int = 96  # pixels, square; multiple of the vision patch size (16 by default)
-    num_train: int = 5000  # training images (follow the scene priors)
+    num_train: int = 12000  # training images (follow the scene priors)
     num_val: int = 300  # validation images (break the priors, like test)
     num_test: int = 500  # test images: CHAIR and POPE are measured here
     min_objects: int = 2  # objects per image, inclusive range
     max_objects: int = 4
-    train_prior: float = 0.9  # P(an object is one of the scene's usual categories), train split
+    train_prior: float = 0.7  # P(an object is one of the scene's usual categories), train split
     eval_prior: float = 0.35  # the same on val/test; lower = priors broken harder
     duplicate_prob: float = 0.12  # P(an object repeats an earlier category): counts ("two cups")
     faint_prob: float = 0.1  # P(an object is drawn at low contrast but still annotated)
     faint_alpha: float = 0.3  # opacity of faint objects
-    small_size: tuple[float, float] = (0.17, 0.22)  # glyph size range, fraction of image side
-    large_size: tuple[float, float] = (0.26, 0.34)
+    small_size: tuple[float, float] = (0.22, 0.27)  # glyph size range, fraction of image side
+    large_size: tuple[float, float] = (0.3, 0.36)
     synonym_prob: float = 0.3  # P(a caption names an object by a synonym instead of its name)
     captions_per_image: int = 5  # reference captions (COCO has 5)
     questions_per_image: int = 2  # yes/no questions per image and answer (so 2 yes + 2 no)
@@ -123,7 +123,8 @@ def sample_scene(config: WorldConfig, split: str, rng: np.random.Generator) -> S
         pool = pool_usual if (rng.random() < prior and pool_usual) or not pool_other else pool_other
         if not pool:
             break
-        chosen.append(pool[rng.integers(len(pool))])
+        weights = np.array([COMMON_WEIGHT if c in COMMON else 1.0 for c in pool])
+        chosen.append(pool[int(rng.choice(len(pool), p=weights / weights.sum()))])
 
     instances: list[Instance] = []
     placed: list[tuple[float, float, float]] = []  # (cx, cy, radius) of what is already drawn

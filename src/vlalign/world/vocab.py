@@ -110,6 +110,12 @@ SCENE_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "office": (200, 210, 225),
 }
 
+# Categories that appear three times as often as the others wherever they may appear, as
+# person, chair, car and cup dominate COCO. A model learns this global prior too, which is what
+# makes POPE's popular split (negatives = the most frequent objects) harder than its random one.
+COMMON: frozenset[str] = frozenset({"person", "chair", "car", "cup", "bottle", "dog", "book", "bowl"})
+COMMON_WEIGHT = 3.0
+
 SIZES = ("small", "large")
 POSITIONS = ("on the left", "on the right", "at the top", "at the bottom", "in the middle")
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four"}
