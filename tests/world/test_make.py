@@ -82,9 +82,12 @@ def _in_scene_fraction(world: Path, split: str) -> float:
 
 
 def test_training_split_follows_priors_and_test_split_breaks_them(tmp_path):
-    world = make_world(WorldConfig(seed=1, image_size=32, num_train=300, num_val=5, num_test=300), tmp_path / "w")
-    assert _in_scene_fraction(world, "train") > 0.85
-    assert _in_scene_fraction(world, "test") < 0.6
+    config = WorldConfig(seed=1, image_size=32, num_train=300, num_val=5, num_test=300)
+    world = make_world(config, tmp_path / "w")
+    train, test = _in_scene_fraction(world, "train"), _in_scene_fraction(world, "test")
+    # ~1000 objects per split: the observed fraction is the configured prior within a few points.
+    assert abs(train - config.train_prior) < 0.06, train
+    assert abs(test - config.eval_prior) < 0.06, test
 
 
 def test_captions_use_synonyms(tmp_path):
