@@ -82,7 +82,7 @@ def _in_scene_fraction(world: Path, split: str) -> float:
 
 
 def test_training_split_follows_priors_and_test_split_breaks_them(tmp_path):
-    config = WorldConfig(seed=1, image_size=32, num_train=300, num_val=5, num_test=300)
+    config = WorldConfig(seed=1, image_size=32, num_train=300, num_val=5, num_test=300, train_prior=0.8, eval_prior=0.3)
     world = make_world(config, tmp_path / "w")
     train, test = _in_scene_fraction(world, "train"), _in_scene_fraction(world, "test")
     # ~1000 objects per split: the observed fraction is the configured prior within a few points.

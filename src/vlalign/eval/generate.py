@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from vlalign.models.load import LoadedVLM
+from vlalign.models.load import LoadedVLM, image_token_id
 
 # (done, total) -> None, called after every batch; the CLI draws a progress bar with it.
 BatchCallback = Callable[[int, int], None]
@@ -141,6 +141,29 @@ def _image_groups(images: Sequence[Image.Image], batch_size: int) -> list[list[l
     return [b for b in batches if b]
 
 
+def _group_inputs(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequence[str],
+                  groups: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids and mask of every row of ``groups``, and pixel values once per group.
+
+    The image processor runs once per image (it costs as much as the model on a small one):
+    each group's first prompt goes through the processor with the image, and the others are
+    tokenized with the image placeholder expanded to as many tokens as the processor made.
+    """
+    processor, token = vlm.processor, vlm.processor.image_token
+    firsts = [group[0] for group in groups]
+    with _padding_side(processor, "right"):
+        first = processor(images=[images[r] for r in firsts], text=[chat_prompt(processor, questions[r]) for r in firsts],
+                          padding=True, return_tensors="pt")
+    counts = (first["input_ids"] == image_token_id(processor)).sum(1).tolist()  # placeholders per image
+    texts = [chat_prompt(processor, questions[r]).replace(token, token * n) for group, n in zip(groups, counts)
+             for r in group]
+    with _padding_side(processor, "right"):
+        rows = processor.tokenizer(texts, padding=True, return_tensors="pt")
+    device = next(vlm.model.parameters()).device
+    pixel_values = first["pixel_values"].to(device, next(vlm.model.parameters()).dtype)
+    return rows["input_ids"].to(device), rows["attention_mask"].to(device), pixel_values
+
+
 def _shared_prefix_margins(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequence[str],
                            groups: list[list[int]], yes: list[int], no: list[int]) -> dict[int, float]:
     """Margins for the rows of ``groups``, each image and the prompt prefix before the question run once.
@@ -151,22 +174,18 @@ def _shared_prefix_margins(vlm: LoadedVLM, images: Sequence[Image.Image], questi
     after each row's last real token, which is where the answer is read.
     """
     rows = [r for group in groups for r in group]
-    texts = [chat_prompt(vlm.processor, questions[r]) for r in rows]
-    with _padding_side(vlm.processor, "right"):
-        inputs = vlm.processor(images=[images[r] for r in rows], text=texts, padding=True, return_tensors="pt")
-    device = next(vlm.model.parameters()).device
-    ids, mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
+    ids, mask, pixel_values = _group_inputs(vlm, images, questions, groups)
+    device = ids.device
     lengths = mask.sum(1)
     same = ((ids == ids[:1]) & mask.bool()).all(0)
     prefix = int(same.long().cumprod(0).sum())
     prefix = max(1, min(prefix, int(lengths.min()) - 1))  # every row keeps at least one token of its own
-    starts = torch.tensor([0, *torch.tensor([len(g) for g in groups]).cumsum(0)[:-1].tolist()], device=device)
-    pixel_values = inputs["pixel_values"].to(device, next(vlm.model.parameters()).dtype)[starts]
+    sizes = torch.tensor([len(g) for g in groups], device=device)
+    starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
     out = vlm.model(input_ids=ids[starts, :prefix], attention_mask=mask[starts, :prefix], pixel_values=pixel_values,
                     use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
-    cache.reorder_cache(torch.repeat_interleave(torch.arange(len(groups), device=device),
-                                                torch.tensor([len(g) for g in groups], device=device)))
+    cache.reorder_cache(torch.repeat_interleave(torch.arange(len(groups), device=device), sizes))
     logits = vlm.model(input_ids=ids[:, prefix:], attention_mask=mask, past_key_values=cache).logits  # (N, S, V)
     last = logits[torch.arange(len(rows), device=device), lengths - 1 - prefix]  # (N, V)
     return dict(zip(rows, _margin(last, yes, no).tolist()))
