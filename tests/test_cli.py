@@ -193,3 +193,40 @@ def test_eval_scores_an_answers_file_by_question_id_never_by_position(tmp_path, 
     assert main(["eval", "pope", "--questions", questions, "--answers", missing]) == 2
     err = capsys.readouterr().err
     assert "2 (2, 3)" in err and "7" in err and err.count("\n") == 1
+
+
+def test_data_convert_lists_every_bad_record_or_skips_and_reports_them(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    good = {"id": "1", "image": "a.png", "prompt": "Describe.", "chosen": "A cup.", "rejected": "A dog.", "source": "human"}
+    rows = [good, {**good, "id": "2", "rejected": "A cup."}, {**good, "id": "3", "image": "gone.png"}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
+    assert main(["data", "convert", str(src), str(tmp_path / "out.jsonl"), "--to", "trl"]) == 2
+    err = capsys.readouterr().err
+    assert f"{src}: line 2: chosen equals rejected" in err
+    assert f"{src}: line 3: image not found" in err and f"{src}: line 4:" in err
+    assert "3 bad record(s)" in err and not (tmp_path / "out.jsonl").exists()
+    assert main(["data", "convert", str(src), str(tmp_path / "out.jsonl"), "--to", "trl", "--on-bad", "skip"]) == 0
+    assert "1 records written" in capsys.readouterr().out
+    (row,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert row["images"] == ["a.png"] and row["chosen"] == "A cup." and row["prompt"] == "Describe."
+    report = json.loads((tmp_path / "out.jsonl.report.json").read_text())
+    assert [b["line"] for b in report["bad"]] == [2, 3, 4]
+
+
+def test_generate_noisy_writes_the_models_answers_to_corrupted_images(tmp_path, tiny_world, tiny_base):
+    out = tmp_path / "noisy.jsonl"
+    cmd = [sys.executable, "-m", "vlalign", "generate", "noisy", "--model", str(tiny_base / "llava"), "--data",
+           str(tiny_world), "--out", str(out), "--limit", "6", "--max-new-tokens", "8", "--batch-size", "4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    report = json.loads((tmp_path / "noisy.jsonl.report.json").read_text())
+    assert len(rows) + report["counts"]["same_as_chosen"] == 6
+    for row in rows:
+        assert row["source"] == "noisy:diffusion500" and row["chosen"] != row["rejected"]
+        assert not row["chosen"].startswith(("Yes", "No"))  # descriptions only by default
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0 and f"{len(rows)} already there" in again.stdout

@@ -191,6 +191,99 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate_inject(args: argparse.Namespace) -> int:
+    from vlalign.generate.inject import InjectConfig, report_path, run_inject
+    from vlalign.generate.rules import RulesConfig
+
+    rules = RulesConfig(seed=args.seed, edits=args.edits, kinds=args.kinds.split(",") if args.kinds else RulesConfig().kinds)
+    config = InjectConfig(split=args.split, backend=args.backend, limit=args.limit, on_bad=args.on_bad, rules=rules)
+    try:
+        config.validate()
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    openai_config = None
+    if args.backend == "openai":
+        from vlalign.generate.openai_backend import OpenAIConfig
+
+        openai_config = OpenAIConfig(base_url=args.base_url, model=args.api_model, api_key_env=args.api_key_env,
+                                     concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries)
+        try:
+            openai_config.validate()
+        except ValueError as err:
+            raise UserError(str(err)) from None
+    bar = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = _progress("inject", total)
+            bar.unit = "answer"
+        bar.update(done - bar.n)
+
+    counts = run_inject(args.data, args.out, config, conversations=args.conversations, openai_config=openai_config,
+                        on_progress=on_progress)
+    if bar is not None:
+        bar.close()
+    print(f"{counts['written']} preference records written to {args.out} "
+          f"({counts['already_done']} already there, {counts['bad']} bad inputs skipped, "
+          f"{counts['no_edit']} answers no rule could edit, {counts['failed']} failed requests); "
+          f"report: {report_path(args.out)}")
+    return 0
+
+
+def cmd_generate_noisy(args: argparse.Namespace) -> int:
+    from vlalign.generate.inject import report_path
+    from vlalign.generate.noisy import NoisyConfig, run_noisy
+
+    config = NoisyConfig(split=args.split, method=args.method, step=args.step, mode=args.mode, seed=args.seed,
+                         questions=args.questions, limit=args.limit, on_bad=args.on_bad, batch_size=args.batch_size,
+                         max_new_tokens=args.max_new_tokens, temperature=args.temperature, dtype=args.dtype,
+                         device=args.device)
+    try:
+        config.validate()
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    _quiet_transformers()
+    bar = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = _progress("noisy answers", total)
+        bar.update(done - bar.n)
+
+    counts = run_noisy(args.model, args.data, args.out, config, conversations=args.conversations,
+                       on_progress=on_progress)
+    if bar is not None:
+        bar.close()
+    print(f"{counts['written']} preference records written to {args.out} ({counts['already_done']} already there, "
+          f"{counts['bad']} bad inputs skipped, {counts['same_as_chosen']} answers equal to the chosen one); "
+          f"report: {report_path(args.out)}")
+    return 0
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from vlalign.data.records import BadRecordsError, convert
+    from vlalign.io import write_json
+
+    try:
+        written, bad = convert(args.src, args.dst, fmt=args.input_format, to=args.to, image_root=args.image_root,
+                               check_images=not args.no_check_images, on_bad=args.on_bad)
+    except BadRecordsError as err:
+        for problem in err.bad:  # every bad record, one line each; the last line sums up
+            print(f"vlalign: {problem}", file=sys.stderr)
+        raise UserError(f"{len(err.bad)} bad record(s) in {args.src}; nothing written "
+                        "(--on-bad skip writes the good ones and reports the rest)") from None
+    report = Path(f"{args.dst}.report.json")
+    write_json(report, {"source": str(args.src), "output": str(args.dst), "written": written,
+                        "bad": [b.to_json() for b in bad]}, indent=1)
+    for problem in bad:
+        print(f"vlalign: skipped {problem}", file=sys.stderr)
+    print(f"{written} records written to {args.dst} ({args.to} format), {len(bad)} bad records skipped; "
+          f"report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlalign", description="Preference alignment against VLM hallucination.")
     parser.add_argument("--version", action="version", version=f"vlalign {__version__}")
@@ -244,6 +337,69 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     ev.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own Python code")
     ev.set_defaults(func=cmd_eval)
+
+    data = sub.add_parser("data", help="preference records: convert between formats, validate")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    conv = data_sub.add_parser("convert", help="convert preference records (vlalign, POVID/LLaVA or TRL/RLHF-V "
+                               "JSON Lines), validating every record")
+    conv.add_argument("src", help="records file (JSON Lines)")
+    conv.add_argument("dst", help="file to write")
+    conv.add_argument("--from", dest="input_format", choices=("auto", "vlalign", "povid", "trl"), default="auto",
+                      help="input format (default: detected per line)")
+    conv.add_argument("--to", choices=("vlalign", "trl", "povid"), default="vlalign", help="output format")
+    conv.add_argument("--image-root", help="directory image paths are relative to (default: the file's)")
+    conv.add_argument("--no-check-images", action="store_true", help="do not check that images exist")
+    conv.add_argument("--on-bad", choices=("error", "skip"), default="error",
+                      help="bad records stop the conversion (default) or are skipped and reported")
+    conv.set_defaults(func=cmd_data_convert)
+
+    gen = sub.add_parser("generate", help="preference data: dispreferred answers for correct ones")
+    gen_sub = gen.add_subparsers(dest="generate_command", required=True)
+    inj = gen_sub.add_parser("inject", help="POVID's hallucination injection: correct answers edited into wrong ones")
+    inj.add_argument("--data", required=True, help="a world directory, or a COCO directory (annotations/, images)")
+    inj.add_argument("--out", required=True, help="preference records (JSON Lines); an existing file is resumed")
+    inj.add_argument("--split", default="train", help="split whose answers and annotations are used")
+    inj.add_argument("--conversations", help="LLaVA-format file of prompts and answers (default: the world's "
+                     "sft_SPLIT.jsonl, or a COCO directory's captions)")
+    inj.add_argument("--backend", choices=("rules", "openai"), default="rules",
+                     help="rules: offline edits learned from the annotations (default); openai: any "
+                     "OpenAI-compatible chat endpoint that takes images")
+    inj.add_argument("--limit", type=int, default=0, help="first N answers only (0 = all)")
+    inj.add_argument("--on-bad", choices=("error", "skip"), default="error",
+                     help="an unusable input (empty answer, missing image) stops the run (default) or is skipped and counted")
+    inj.add_argument("--seed", type=int, default=0, help="rules: seed of the edits")
+    inj.add_argument("--edits", type=int, default=1, help="rules: edits per answer")
+    inj.add_argument("--kinds", help="rules: comma-separated edit kinds (default: all of insert, substitute, "
+                     "color, size, position, count, flip)")
+    inj.add_argument("--base-url", help="openai: endpoint (default: $OPENAI_BASE_URL, else OpenAI's)")
+    inj.add_argument("--api-model", default="gpt-4o", help="openai: model name")
+    inj.add_argument("--api-key-env", default="OPENAI_API_KEY", help="openai: environment variable holding the key")
+    inj.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    inj.add_argument("--timeout", type=float, default=60.0, help="openai: seconds per request")
+    inj.add_argument("--max-retries", type=int, default=5, help="openai: attempts on 429, 5xx and timeouts")
+    inj.set_defaults(func=cmd_generate_inject)
+
+    noisy = gen_sub.add_parser("noisy", help="POVID's noise-triggered answers: the model's own answer to a corrupted image")
+    noisy.add_argument("--model", required=True, help="VLM directory whose answers are the rejected ones")
+    noisy.add_argument("--data", required=True, help="a world directory, or a COCO directory (annotations/, images)")
+    noisy.add_argument("--out", required=True, help="preference records (JSON Lines); an existing file is resumed")
+    noisy.add_argument("--split", default="train")
+    noisy.add_argument("--conversations", help="LLaVA-format file of prompts and answers (default as for inject)")
+    noisy.add_argument("--method", choices=("diffusion", "blur", "mask", "blank"), default="diffusion")
+    noisy.add_argument("--step", type=int, default=500, help="diffusion step (0-999; POVID: 500)")
+    noisy.add_argument("--mode", choices=("clip", "wrap"), default="clip",
+                       help="diffusion: clip to [0,1] (default) or wrap around as POVID's reference code does")
+    noisy.add_argument("--questions", choices=("describe", "all"), default="describe",
+                       help="open-ended answers only (default), or yes/no questions too")
+    noisy.add_argument("--limit", type=int, default=0, help="first N answers only (0 = all)")
+    noisy.add_argument("--on-bad", choices=("error", "skip"), default="error")
+    noisy.add_argument("--seed", type=int, default=0, help="corruption noise and sampling")
+    noisy.add_argument("--batch-size", type=int, default=16)
+    noisy.add_argument("--max-new-tokens", type=int, default=256)
+    noisy.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    noisy.add_argument("--dtype", default="auto")
+    noisy.add_argument("--device")
+    noisy.set_defaults(func=cmd_generate_noisy)
 
     demo = sub.add_parser("demo", help="the whole pipeline on the synthetic world, reusing what exists")
     demo.add_argument("--out", default=str(DEFAULT_RUN), help="run directory (default: runs/demo)")

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +59,29 @@ def write_json(path: str | Path, data: Any, indent: int | None = None) -> None:
     tmp.replace(path)
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(1-based line number, object) for each non-blank line; a UserError names file and line."""
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file; a UserError names the file if it cannot be read.
+
+    Splits on "\n" only: ``str.splitlines`` also splits on U+2028 and friends, which JSON
+    (and ``json.dumps(..., ensure_ascii=False)``) leaves unescaped inside strings. A byte-order
+    mark and Windows line ends are tolerated.
+    """
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text ({err.reason})") from None
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror})") from None
-    for lineno, line in enumerate(lines, start=1):
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based line number, object) for each non-blank line; a UserError names file and line."""
+    path = Path(path)
+    for lineno, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         try:
@@ -82,11 +93,71 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield lineno, row
 
 
-def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """One JSON object a line, sorted keys, written to a temporary name and renamed."""
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    """One JSON object a line, sorted keys, under a temporary name then renamed; returns the count.
+
+    On any failure (a bad row, Ctrl-C) the temporary file is removed and ``path`` is untouched.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    count = 0
+    try:
+        with tmp.open("w", encoding="utf-8", newline="\n") as f:
+            for row in rows:
+                f.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+                count += 1
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not outrun the data on a crash
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+class JsonlAppender:
+    """A JSON Lines output that survives being killed: one complete line per ``write``.
+
+    Each record goes to the file in a single ``os.write`` of the whole line, so a killed
+    process leaves at most one unterminated line at the end; opening the file again cuts that
+    line off and reads the ids already written, so a rerun skips them (``done``).
+    """
+
+    def __init__(self, path: str | Path, key: str = "id"):
+        self.path = Path(path)
+        self.key = key
+        self.done: set[str] = set()
+        if self.path.exists():
+            data = self.path.read_bytes()
+            complete = data[: data.rfind(b"\n") + 1]
+            if len(complete) != len(data):  # a line cut short by a kill: drop it, it is redone
+                with self.path.open("r+b") as f:
+                    f.truncate(len(complete))
+            # split on "\n" only: text written with ensure_ascii=False may hold U+2028 and friends
+            for lineno, line in enumerate(complete.decode("utf-8", errors="replace").split("\n"), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    self.done.add(str(json.loads(line)[key]))
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise UserError(f"{self.path}: line {lineno}: not a record of this job (no {key!r}); "
+                                    "choose another --out or remove the file") from None
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, row: dict[str, Any]) -> None:
+        data = (json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n").encode()
+        while data:  # os.write may write less than asked; the loop finishes the line
+            data = data[os.write(self._fd, data):]
+        self.done.add(str(row[self.key]))
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

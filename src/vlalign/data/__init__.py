@@ -1,0 +1,1 @@
+"""Preference data: building chosen/rejected pairs and corrupting images for them."""

@@ -1,0 +1,116 @@
+"""``vlalign generate noisy``: POVID's second source of dispreferred answers, as data.
+
+POVID (Zhou et al. 2024, Sec. 3.2) corrupts the image with diffusion noise and takes the
+model's own answer to it as the rejected one: what the model says when its language prior
+outweighs what it can still see. POVID's trainer does this on the fly, at every step, with
+teacher forcing; this command writes free-running answers of a fixed model to a file instead,
+for users who want the pairs as data (to inspect, filter, or train on with plain DPO).
+
+Answers identical to the correct one are no preference and are counted, not written.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from vlalign.data.corrupt import DIFFUSION_MODES, METHODS, corrupt_image
+from vlalign.errors import UserError
+from vlalign.eval.generate import DecodingConfig, generate
+from vlalign.eval.run import open_data
+from vlalign.generate.inject import record, report_path, usable
+from vlalign.generate.sources import Item, items
+from vlalign.io import JsonlAppender, write_json
+from vlalign.models.load import load_vlm
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class NoisyConfig:
+    """How images are corrupted and answers decoded."""
+
+    split: str = "train"
+    method: str = "diffusion"  # diffusion, blur, mask or blank (vlalign.data.corrupt)
+    step: int = 500  # diffusion step, as POVID
+    mode: str = "clip"  # diffusion: clip to [0, 1], or "wrap" as POVID's reference code does
+    seed: int = 0  # corruption noise (per record, from the seed and the record id) and sampling
+    questions: str = "describe"  # "describe": open-ended answers only; "all": yes/no questions too
+    limit: int = 0  # first N items only; 0 = all
+    on_bad: str = "error"  # or "skip": count and report unusable inputs instead of stopping
+    batch_size: int = 16
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy
+    dtype: str = "auto"
+    device: str | None = None
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}")
+        if self.mode not in DIFFUSION_MODES:
+            raise ValueError(f"mode must be one of {', '.join(DIFFUSION_MODES)}")
+        if self.on_bad not in ("error", "skip"):
+            raise ValueError("on_bad must be 'error' or 'skip'")
+        if self.questions not in ("describe", "all"):
+            raise ValueError("questions must be 'describe' or 'all'")
+        if self.limit < 0 or self.batch_size < 1:
+            raise ValueError("limit must be >= 0 and batch_size >= 1")
+
+    @property
+    def source(self) -> str:
+        detail = f"{self.step}" + ("-wrap" if self.mode == "wrap" else "") if self.method == "diffusion" else ""
+        return f"noisy:{self.method}{detail}"
+
+
+def _is_yes_no(answer: str) -> bool:
+    return answer.lower().rstrip(".!").strip() in ("yes", "no")
+
+
+def corrupted(item: Item, config: NoisyConfig) -> Image.Image:
+    """The item's image, corrupted with noise seeded by (config seed, item id): reruns match."""
+    try:
+        with Image.open(item.image) as img:
+            image = img.convert("RGB")
+    except OSError as err:
+        raise UserError(f"{item.where}: cannot read image {item.image} ({err.__class__.__name__})") from None
+    seed = zlib.crc32(f"{config.seed}:{item.id}".encode())
+    kwargs: dict[str, Any] = {"radius": 2.0} if config.method == "blur" else {}
+    return corrupt_image(image, config.method, step=config.step, mode=config.mode, seed=seed, **kwargs)
+
+
+def run_noisy(model: str | Path, data_dir: str | Path, out: str | Path, config: NoisyConfig,
+              conversations: str | Path | None = None, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Write (correct answer, model's answer under a corrupted image) records to ``out``; returns counts."""
+    config.validate()
+    data = open_data(data_dir, config.split)
+    todo = [i for i in items(data, conversations) if config.questions == "all" or not _is_yes_no(i.answer)]
+    if config.limit:
+        todo = todo[: config.limit]
+    out = Path(out)
+    counts = {"items": len(todo), "written": 0, "already_done": 0, "bad": 0, "same_as_chosen": 0}
+    skipped: list[dict[str, str]] = []
+    vlm = load_vlm(model, dtype=config.dtype, device=config.device)
+    decoding = DecodingConfig(max_new_tokens=config.max_new_tokens, do_sample=config.temperature > 0,
+                              temperature=config.temperature or 1.0, seed=config.seed)
+    with JsonlAppender(out) as writer:
+        pending = usable(todo, writer.done, config.on_bad, counts, skipped)
+        for start in range(0, len(pending), config.batch_size):
+            batch = pending[start:start + config.batch_size]
+            answers = generate(vlm, [corrupted(i, config) for i in batch], [i.prompt for i in batch], decoding,
+                               batch_size=config.batch_size)
+            for item, answer in zip(batch, answers):
+                if answer.strip() == item.answer.strip():
+                    counts["same_as_chosen"] += 1
+                    skipped.append({"id": item.id, "where": item.where, "reason": "model's answer equals the chosen one"})
+                else:
+                    writer.write(record(item, answer, config.source, out.parent, {"model": str(model)}))
+                    counts["written"] += 1
+            if on_progress:
+                on_progress(counts["already_done"] + counts["bad"] + start + len(batch), len(todo))
+    write_json(report_path(out), {"output": str(out), "counts": counts, "skipped": skipped}, indent=1)
+    return counts
