@@ -130,3 +130,37 @@ def test_a_run_killed_with_sigkill_resumes_and_every_id_appears_once(tmp_path, t
     ids = [r["id"] for r in _lines(out)]  # every line parses: none was left cut short
     assert sorted(ids) == sorted(expected)
     assert "already there" in again.stdout
+
+
+def test_invalid_json_line_stops_the_run_or_is_skipped_and_counted(tmp_path, tiny_world, capsys):
+    conv, rows = _conversations(tmp_path, tiny_world, "No.")
+    lines = conv.read_text().splitlines()
+    conv.write_text("\n".join([lines[0], "{broken", *lines[1:]]) + "\n")
+    out = tmp_path / "p.jsonl"
+    args = ["generate", "inject", "--data", str(tiny_world), "--conversations", str(conv), "--out", str(out)]
+    assert main(args) == 2
+    assert f"{conv}: line 2: not valid JSON" in capsys.readouterr().err
+    assert main([*args, "--on-bad", "skip"]) == 0
+    report = json.loads((tmp_path / "p.jsonl.report.json").read_text())
+    assert report["counts"]["bad"] == 1 and report["skipped"][0]["where"] == f"{conv}: line 2"
+    assert len(_lines(out)) == sum(len(r["conversations"]) // 2 for r in rows)
+
+
+def test_a_coco_directory_gives_its_captions_as_answers(tmp_path, tiny_world, monkeypatch):
+    """COCO layout (annotations/, images in DIR/SPLIT/) with CHAIR's synonyms file: captions are the answers."""
+    import shutil
+
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    for kind in ("instances", "captions"):
+        shutil.copy(tiny_world / f"annotations/{kind}_train.json", coco / f"annotations/{kind}_train.json")
+    shutil.copytree(tiny_world / "images/train", coco / "train")
+    monkeypatch.setenv("VLALIGN_COCO_SYNONYMS", str(tiny_world / "synonyms.txt"))
+    out = tmp_path / "p.jsonl"
+    assert main(["generate", "inject", "--data", str(coco), "--out", str(out), "--kinds", "insert,substitute"]) == 0
+    captions = json.loads((coco / "annotations/captions_train.json").read_text())["annotations"]
+    records = _lines(out)
+    assert len(records) + json.loads((tmp_path / "p.jsonl.report.json").read_text())["counts"]["no_edit"] == len(captions)
+    assert {r["prompt"] for r in records} == {"Describe this image."}
+    assert {r["chosen"] for r in records} <= {c["caption"] for c in captions}
+    assert all((out.parent / r["image"]).is_file() for r in records)

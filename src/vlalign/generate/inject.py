@@ -86,15 +86,16 @@ def run_inject(data_dir: str | Path, out: str | Path, config: InjectConfig, conv
     """
     config.validate()
     data = open_data(data_dir, config.split)
-    todo = list(items(data, conversations))
+    bad_lines: list[dict[str, str]] | None = [] if config.on_bad == "skip" else None
+    todo = list(items(data, conversations, bad_lines))
     if config.limit:
         todo = todo[: config.limit]
     out = Path(out)
-    counts = {"items": len(todo), "written": 0, "already_done": 0, "bad": 0, "no_edit": 0, "failed": 0}
-    skipped: list[dict[str, str]] = []
+    skipped = list(bad_lines or [])
+    counts = {"items": len(todo), "written": 0, "already_done": 0, "bad": len(skipped), "no_edit": 0, "failed": 0}
     with JsonlAppender(out) as writer:
         pending = usable(todo, writer.done, config.on_bad, counts, skipped)
-        done = counts["already_done"] + counts["bad"]
+        done = len(todo) - len(pending)
 
         def progress() -> None:
             if on_progress:

@@ -88,21 +88,30 @@ def run_noisy(model: str | Path, data_dir: str | Path, out: str | Path, config: 
     """Write (correct answer, model's answer under a corrupted image) records to ``out``; returns counts."""
     config.validate()
     data = open_data(data_dir, config.split)
-    todo = [i for i in items(data, conversations) if config.questions == "all" or not _is_yes_no(i.answer)]
+    bad_lines: list[dict[str, str]] | None = [] if config.on_bad == "skip" else None
+    todo = [i for i in items(data, conversations, bad_lines) if config.questions == "all" or not _is_yes_no(i.answer)]
     if config.limit:
         todo = todo[: config.limit]
     out = Path(out)
-    counts = {"items": len(todo), "written": 0, "already_done": 0, "bad": 0, "same_as_chosen": 0}
-    skipped: list[dict[str, str]] = []
+    skipped = list(bad_lines or [])
+    counts = {"items": len(todo), "written": 0, "already_done": 0, "bad": len(skipped), "same_as_chosen": 0}
     vlm = load_vlm(model, dtype=config.dtype, device=config.device)
     decoding = DecodingConfig(max_new_tokens=config.max_new_tokens, do_sample=config.temperature > 0,
                               temperature=config.temperature or 1.0, seed=config.seed)
     with JsonlAppender(out) as writer:
         pending = usable(todo, writer.done, config.on_bad, counts, skipped)
         for start in range(0, len(pending), config.batch_size):
-            batch = pending[start:start + config.batch_size]
-            answers = generate(vlm, [corrupted(i, config) for i in batch], [i.prompt for i in batch], decoding,
-                               batch_size=config.batch_size)
+            batch, images = [], []
+            for item in pending[start:start + config.batch_size]:
+                try:
+                    images.append(corrupted(item, config))
+                    batch.append(item)
+                except UserError as err:  # unreadable image: a bad input like any other
+                    if config.on_bad == "error":
+                        raise
+                    counts["bad"] += 1
+                    skipped.append({"id": item.id, "where": item.where, "reason": str(err)})
+            answers = generate(vlm, images, [i.prompt for i in batch], decoding, batch_size=config.batch_size)
             for item, answer in zip(batch, answers):
                 if answer.strip() == item.answer.strip():
                     counts["same_as_chosen"] += 1
@@ -111,6 +120,6 @@ def run_noisy(model: str | Path, data_dir: str | Path, out: str | Path, config: 
                     writer.write(record(item, answer, config.source, out.parent, {"model": str(model)}))
                     counts["written"] += 1
             if on_progress:
-                on_progress(counts["already_done"] + counts["bad"] + start + len(batch), len(todo))
+                on_progress(len(todo) - len(pending) + min(start + config.batch_size, len(pending)), len(todo))
     write_json(report_path(out), {"output": str(out), "counts": counts, "skipped": skipped}, indent=1)
     return counts

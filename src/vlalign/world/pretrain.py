@@ -48,7 +48,7 @@ StepCallback = Callable[[str, int, int, dict[str, float]], None]
 
 @dataclass
 class PretrainConfig:
-    """How the base models are trained. Defaults: about 15 minutes on 2 CPU cores."""
+    """How the base models are trained. Defaults: about 20 minutes on 2 CPU cores."""
 
     seed: int = 0
     vocab_size: int = 1024  # BPE merges stop earlier when the world's text runs out of pairs
@@ -58,7 +58,7 @@ class PretrainConfig:
     clip_lr: float = 2e-3
     clip_object_weight: float = 2.0  # weight of the per-category sigmoid loss (see train_clip)
     clip_patch_weight: float = 5.0  # weight of the per-patch object loss (see train_clip); 0 = off
-    llava_epochs: float = 3.0  # passes over sft_train.jsonl (fractions allowed)
+    llava_epochs: float = 5.0  # passes over sft_train.jsonl (fractions allowed)
     llava_batch_size: int = 32
     llava_lr: float = 1e-3
     warmup_ratio: float = 0.05  # linear warmup, then cosine decay to 10%

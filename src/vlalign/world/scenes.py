@@ -28,7 +28,7 @@ class WorldConfig:
     min_objects: int = 2  # objects per image, inclusive range
     max_objects: int = 4
     train_prior: float = 0.7  # P(an object is one of the scene's usual categories), train split
-    eval_prior: float = 0.35  # the same on val/test; lower = priors broken harder
+    eval_prior: float = 0.6  # the same on val/test; lower = priors broken harder
     duplicate_prob: float = 0.12  # P(an object repeats an earlier category): counts ("two cups")
     faint_prob: float = 0.1  # P(an object is drawn at low contrast but still annotated)
     faint_alpha: float = 0.3  # opacity of faint objects
