@@ -129,16 +129,12 @@ def _margin(logits: torch.Tensor, yes: list[int], no: list[int]) -> torch.Tensor
 
 
 def _image_groups(images: Sequence[Image.Image], batch_size: int) -> list[list[list[int]]]:
-    """Rows grouped by image (the same object), groups packed into batches of about ``batch_size`` rows."""
+    """Rows grouped by image (the same object), ``batch_size`` images (with all their rows) a batch."""
     by_image: dict[int, list[int]] = {}
     for k, image in enumerate(images):
         by_image.setdefault(id(image), []).append(k)
-    batches: list[list[list[int]]] = [[]]
-    for group in by_image.values():
-        if batches[-1] and sum(map(len, batches[-1])) + len(group) > batch_size:
-            batches.append([])
-        batches[-1].append(group)
-    return [b for b in batches if b]
+    groups = list(by_image.values())
+    return [groups[s:s + batch_size] for s in range(0, len(groups), batch_size)]
 
 
 def _group_inputs(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequence[str],
@@ -186,8 +182,10 @@ def _shared_prefix_margins(vlm: LoadedVLM, images: Sequence[Image.Image], questi
                     use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     cache.reorder_cache(torch.repeat_interleave(torch.arange(len(groups), device=device), sizes))
-    logits = vlm.model(input_ids=ids[:, prefix:], attention_mask=mask, past_key_values=cache).logits  # (N, S, V)
-    last = logits[torch.arange(len(rows), device=device), lengths - 1 - prefix]  # (N, V)
+    # The backbone, then the vocabulary projection at each row's last real token only: rows end
+    # at different columns, so logits_to_keep cannot pick them.
+    hidden = vlm.model.model(input_ids=ids[:, prefix:], attention_mask=mask, past_key_values=cache).last_hidden_state
+    last = vlm.model.lm_head(hidden[torch.arange(len(rows), device=device), lengths - 1 - prefix])  # (N, V)
     return dict(zip(rows, _margin(last, yes, no).tolist()))
 
 
@@ -199,7 +197,8 @@ def answer_yes_no(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequ
     Each answer's score is the log-probability mass of its first tokens ("Yes", " Yes", and
     lowercase forms), so tokenizers that split a leading space differently agree. Questions
     about the same image (the same object in ``images``) share one pass over the image and
-    the prompt before the question, for LLaVA-style models; others run each prompt whole.
+    the prompt before the question, for LLaVA-style models, and a batch is then ``batch_size``
+    images with all their questions; other models run ``batch_size`` whole prompts a batch.
     """
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images but {len(questions)} questions")
