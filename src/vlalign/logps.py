@@ -1,0 +1,225 @@
+"""Per-token log-probabilities of preference pairs: the one place where model calls meet loss math.
+
+A batch holds B pairs (image, prompt, chosen, rejected). :func:`collate_pairs` lays them out as
+2B right-padded rows, the B chosen rows first, then the B rejected rows in the same order; each
+row is its prompt (rendered by the chat template and tokenized with its image, so the image
+placeholders are expanded as the model expects) followed by its response. Images are processed
+once per pair.
+
+:func:`pair_logps` scores all 2B rows in one pass that does less work than a ``model(**inputs)``
+per sequence (TRL's DPOTrainer): each image is encoded once and its features are scattered into
+both rows of its pair, and the vocabulary projection runs only at the positions that predict
+response tokens. It returns per-token values, so sequence-level losses (DPO) sum them and
+token-level ones use them as they are. :func:`response_argmax` gives POVID's noise-triggered
+tokens: the greedy choice at every chosen position when the image is replaced.
+
+Supported families (``config.model_type``): ``"llava"`` and ``"qwen2_vl"``, bare or wrapped by
+PEFT (the inner modules are called directly; LoRA replaces layers in place, so it stays active).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import torch
+from PIL import Image
+
+from vlalign.eval.generate import chat_prompt
+
+__all__ = ["SUPPORTED_FAMILIES", "PairBatch", "PairLogps", "collate_pairs", "pair_logps", "response_argmax"]
+
+SUPPORTED_FAMILIES = ("llava", "qwen2_vl")
+
+
+@dataclass
+class PairBatch:
+    """B preference pairs as 2B rows: rows ``[0, B)`` are chosen, rows ``[B, 2B)`` rejected.
+
+    Attributes:
+        input_ids: (2B, L) long, prompt then response, right-padded with ``pad_token_id``.
+        attention_mask: (2B, L) long, 1 at real tokens.
+        response_mask: (2B, L) bool, True at response tokens (the response's eos included).
+            Token t is predicted by the logits at t - 1; every prompt is non-empty, so t >= 1.
+        pixel_values: one image per pair, as the processor made it: LLaVA (B, 3, H, W);
+            Qwen2-VL (patches of the B images concatenated, C * T * P * P).
+        image_grid_thw: (B, 3) long for Qwen2-VL (patch grid of each image), else None.
+        pad_token_id: the id used for padding (also :func:`response_argmax`'s filler).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    pixel_values: torch.Tensor
+    image_grid_thw: torch.Tensor | None
+    pad_token_id: int
+
+    @property
+    def num_pairs(self) -> int:
+        return self.input_ids.shape[0] // 2
+
+    def to(self, device: torch.device | str) -> PairBatch:
+        """The same batch with every tensor on ``device``."""
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self)
+                 if isinstance(getattr(self, f.name), torch.Tensor)}
+        return replace(self, **moved)
+
+
+@dataclass
+class PairLogps:
+    """Log-probabilities (float32) of each response token, left-aligned, 0 where the mask is False.
+
+    Attributes:
+        chosen: (B, Lc), Lc = the longest chosen response (in tokens, eos included).
+        chosen_mask: (B, Lc) bool, True at the first ``len(response)`` columns of each row.
+        rejected: (B, Lr), Lr = the longest rejected response.
+        rejected_mask: (B, Lr) bool.
+        chosen_extra: (B, Lc) log-probs of ``extra_targets`` at the chosen positions under the
+            same forward, or None when no extra targets were given.
+    """
+
+    chosen: torch.Tensor
+    chosen_mask: torch.Tensor
+    rejected: torch.Tensor
+    rejected_mask: torch.Tensor
+    chosen_extra: torch.Tensor | None = None
+
+
+def _response_ids(tokenizer, prompt_text: str, response: str) -> list[int]:
+    """A response's token ids, as the tiny world's training encodes answers (" {answer}</s>").
+
+    The response is tokenized on its own, without special tokens, and the tokenizer's eos is
+    appended so that stopping is scored too. It is separated from the prompt by a space when the
+    rendered prompt ends in a visible character (LLaVA's "ASSISTANT:"), by nothing when it ends
+    in whitespace (Qwen's "<|im_start|>assistant\\n").
+    """
+    sep = " " if prompt_text and not prompt_text[-1].isspace() else ""
+    return tokenizer(sep + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def collate_pairs(processor, images: Sequence[Image.Image], prompts: Sequence[str], chosen: Sequence[str],
+                  rejected: Sequence[str]) -> PairBatch:
+    """Tokenize B pairs into a :class:`PairBatch` (see its attributes for the layout and shapes)."""
+    n = len(images)
+    if n == 0 or not n == len(prompts) == len(chosen) == len(rejected):
+        raise ValueError(f"need as many images, prompts, chosen and rejected (got {n}, {len(prompts)}, "
+                         f"{len(chosen)}, {len(rejected)}), at least one")
+    texts = [chat_prompt(processor, p) for p in prompts]
+    enc = processor(images=list(images), text=texts, padding=True, return_tensors="pt")
+    # Whichever side the tokenizer pads, keep each prompt's real tokens only.
+    prompt_ids = [ids[mask.bool()] for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+    tokenizer = processor.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows, starts = [], []
+    for responses in (chosen, rejected):
+        for ids, text, response in zip(prompt_ids, texts, responses):
+            rows.append(torch.cat([ids, torch.tensor(_response_ids(tokenizer, text, response), dtype=ids.dtype)]))
+            starts.append(len(ids))
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((2 * n, width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((2 * n, width), dtype=torch.long)
+    response_mask = torch.zeros((2 * n, width), dtype=torch.bool)
+    for k, (row, start) in enumerate(zip(rows, starts)):
+        input_ids[k, :len(row)] = row
+        attention_mask[k, :len(row)] = 1
+        response_mask[k, start:len(row)] = True
+    return PairBatch(input_ids, attention_mask, response_mask, enc["pixel_values"], enc.get("image_grid_thw"), pad)
+
+
+def _base(model):
+    """The transformers model under a PEFT wrapper (its LoRA layers live inside it), checked."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    family = base.config.model_type
+    if family not in SUPPORTED_FAMILIES:
+        raise ValueError(f"model family {family!r} is not supported: expected one of {', '.join(SUPPORTED_FAMILIES)}")
+    return base
+
+
+def _hidden(base, batch: PairBatch, pixel_values: torch.Tensor, rows: int) -> torch.Tensor:
+    """(rows, W, H) last hidden states of the first ``rows`` rows (B or 2B), W their longest length.
+
+    Each pair's image is encoded once; its features go into every one of those rows that
+    belongs to the pair, in place of the image placeholders, as the model's own forward does.
+    """
+    inner, pairs = base.model, batch.num_pairs
+    mask = batch.attention_mask[:rows]
+    width = int(mask.sum(1).max())
+    ids, mask = batch.input_ids[:rows, :width], mask[:, :width]
+    embeds = inner.get_input_embeddings()(ids)  # (rows, W, H)
+    grid = batch.image_grid_thw
+    extra = {} if grid is None else {"image_grid_thw": grid}
+    features = inner.get_image_features(pixel_values=pixel_values.to(embeds.device, embeds.dtype),
+                                        return_dict=True, **extra).pooler_output  # B tensors (tokens_i, H)
+    # masked_scatter fills placeholders row by row: chosen rows take images 0..B-1, rejected rows again.
+    features = torch.cat(list(features) * (rows // pairs)).to(embeds.dtype)
+    image_mask = ids == base.config.image_token_id
+    if int(image_mask.sum()) != features.shape[0]:
+        raise ValueError(f"{int(image_mask.sum())} image placeholders but {features.shape[0]} image features")
+    embeds = embeds.masked_scatter(image_mask[..., None], features)
+    position_ids = None  # LLaVA: 0..n-1 per row, which right padding leaves correct
+    if base.config.model_type == "qwen2_vl":
+        # Multimodal rotary positions (3, rows, W): image tokens get (t, h, w) grid positions.
+        position_ids, _ = inner.get_rope_index(ids, image_mask.int(), image_grid_thw=grid.repeat(rows // pairs, 1),
+                                               attention_mask=mask)
+    out = inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
+    return out.last_hidden_state
+
+
+def _left_aligned(mask: torch.Tensor) -> torch.Tensor:
+    """(R, L) response mask -> (R, longest response) mask of each row's first ``len(response)`` columns."""
+    counts = mask.sum(1)
+    return torch.arange(int(counts.max()), device=mask.device) < counts[:, None]
+
+
+def pair_logps(model, batch: PairBatch, *, extra_targets: torch.Tensor | None = None) -> PairLogps:
+    """Log-probability of every chosen and rejected response token in one forward (see :class:`PairLogps`).
+
+    Args:
+        model: a LLaVA or Qwen2-VL ``...ForConditionalGeneration``, optionally a ``PeftModel``.
+        batch: from :func:`collate_pairs`, on the model's device.
+        extra_targets: (B, Lc) token ids aligned with ``chosen`` (values outside ``chosen_mask``
+            are ignored); their log-probs come from the same logits, at no extra forward.
+    """
+    base = _base(model)
+    pairs = batch.num_pairs
+    hidden = _hidden(base, batch, batch.pixel_values, 2 * pairs)  # (2B, L, H)
+    width = hidden.shape[1]
+    predicts = batch.response_mask[:, 1:width]  # hidden state t predicts token t + 1
+    targets = batch.input_ids[:, 1:width][predicts]  # (N,) every response token, row by row
+    logits = base.lm_head(hidden[:, :-1][predicts]).float()  # (N, V): response positions only
+    log_z = logits.logsumexp(-1)
+    token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - log_z
+    layout = _left_aligned(batch.response_mask)  # (2B, longest response)
+    values = token_logps.new_zeros(layout.shape).masked_scatter(layout, token_logps)
+    chosen_mask, rejected_mask = _left_aligned(batch.response_mask[:pairs]), _left_aligned(batch.response_mask[pairs:])
+    chosen = values[:pairs, :chosen_mask.shape[1]]
+    result = PairLogps(chosen, chosen_mask, values[pairs:, :rejected_mask.shape[1]], rejected_mask)
+    if extra_targets is not None:
+        if extra_targets.shape != chosen.shape:
+            raise ValueError(f"extra_targets has shape {tuple(extra_targets.shape)}, chosen {tuple(chosen.shape)}")
+        n_chosen = int(chosen_mask.sum())  # chosen rows come first, so their tokens lead ``logits``
+        ids = extra_targets.to(logits.device)[chosen_mask]
+        extra = logits[:n_chosen].gather(-1, ids[:, None]).squeeze(-1) - log_z[:n_chosen]
+        result.chosen_extra = torch.zeros_like(chosen).masked_scatter(chosen_mask, extra)
+    return result
+
+
+@torch.no_grad()
+def response_argmax(model, batch: PairBatch, pixel_values: torch.Tensor) -> torch.Tensor:
+    """(B, Lc) long: the most likely token at each chosen response position, image replaced.
+
+    The chosen sequence is teacher-forced while the model sees ``pixel_values`` (same shape as
+    ``batch.pixel_values``, e.g. a noised copy) instead of the pair's image: POVID's
+    noise-triggered tokens. Only the chosen rows run. Columns past a response hold the pad id.
+    The model runs in whatever mode it is in (dropout included, if training).
+    """
+    if pixel_values.shape != batch.pixel_values.shape:
+        raise ValueError(f"pixel_values has shape {tuple(pixel_values.shape)}, "
+                         f"the batch's {tuple(batch.pixel_values.shape)}")
+    base = _base(model)
+    pairs = batch.num_pairs
+    hidden = _hidden(base, batch, pixel_values, pairs)  # (B, W, H)
+    predicts = batch.response_mask[:pairs, 1:hidden.shape[1]]
+    best = base.lm_head(hidden[:, :-1][predicts]).argmax(-1)  # (N,)
+    layout = _left_aligned(batch.response_mask[:pairs])
+    return torch.full(layout.shape, batch.pad_token_id, dtype=torch.long, device=best.device).masked_scatter(layout, best)
