@@ -284,6 +284,39 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from vlalign.config import load_config
+    from vlalign.train.config import TrainConfig
+    from vlalign.train.loop import train
+
+    config = load_config(TrainConfig, args.config, [f"method={args.method}", *args.set] if args.method else args.set)
+    try:
+        config.validate()
+    except ValueError as err:
+        raise UserError(f"train config: {err}") from None
+    _quiet_transformers()
+    bar = None
+
+    def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, initial=step - 1, desc=f"train {config.method}", unit="step", dynamic_ncols=True)
+        bar.update(step - bar.n)
+        bar.set_postfix({"loss": f"{metrics['loss']:.3f}", "margin": f"{metrics['rewards/margin']:.3f}",
+                         "acc": f"{metrics['rewards/accuracy']:.2f}", "tok/s": f"{metrics['tokens_per_s']:.0f}"},
+                        refresh=False)
+
+    summary = train(args.model, args.data, args.out, config, eval_data=args.eval_data, image_root=args.image_root,
+                    resume=args.resume, on_step=on_step, trust_remote_code=args.trust_remote_code)
+    if bar is not None:
+        bar.close()
+    print(f"{config.method}: {summary['steps']} steps on {summary['records']} pairs; model written to "
+          f"{args.out}/model, metrics in {args.out}/metrics.jsonl")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlalign", description="Preference alignment against VLM hallucination.")
     parser.add_argument("--version", action="version", version=f"vlalign {__version__}")
@@ -400,6 +433,19 @@ def build_parser() -> argparse.ArgumentParser:
     noisy.add_argument("--dtype", default="auto")
     noisy.add_argument("--device")
     noisy.set_defaults(func=cmd_generate_noisy)
+
+    tr = sub.add_parser("train", help="align a VLM on preference records (DPO, POVID)")
+    tr.add_argument("--method", choices=("dpo", "povid"), help="overrides the config's method")
+    tr.add_argument("--model", required=True, help="VLM directory to start from")
+    tr.add_argument("--data", required=True, help="preference records (JSON Lines, any supported format)")
+    tr.add_argument("--out", required=True, help="run directory (model/, checkpoints/, metrics.jsonl, tensorboard/)")
+    tr.add_argument("--eval-data", help="held-out preference records, scored every eval_every steps and at the end")
+    tr.add_argument("--image-root", help="directory image paths are relative to (default: each file's)")
+    tr.add_argument("--config", help="YAML file of TrainConfig fields (recipes/train/*.yaml)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    tr.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own Python code")
+    tr.set_defaults(func=cmd_train)
 
     demo = sub.add_parser("demo", help="the whole pipeline on the synthetic world, reusing what exists")
     demo.add_argument("--out", default=str(DEFAULT_RUN), help="run directory (default: runs/demo)")

@@ -1,0 +1,1 @@
+"""Training: one loop (Accelerate, PEFT) for every preference method."""

@@ -1,0 +1,233 @@
+"""``vlalign train``: the one training loop every method shares, on Accelerate.
+
+The data order, the corruption noise and everything random derive from ``(seed, step)``, and a
+checkpoint holds the trainable weights, the optimizer, the scheduler and the step, so a run
+killed and resumed ends where an uninterrupted one does. Outputs (``out/``): ``config.json``,
+``metrics.jsonl`` (one line per logged step and evaluation), ``tensorboard/``,
+``checkpoints/step-N/`` and, at the end, ``model/`` (a full model, or a PEFT adapter).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from vlalign.config import config_to_dict
+from vlalign.data.records import PreferenceRecord, read_records
+from vlalign.errors import UserError
+from vlalign.logps import PairBatch, collate_pairs
+from vlalign.models.load import load_vlm
+from vlalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vlalign.train.config import TrainConfig
+from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step
+from vlalign.train.model import prepare_policy
+from vlalign.train.reference import make_reference
+
+# (step, total, metrics) -> None, after every optimizer step; the CLI draws a progress bar.
+StepCallback = Callable[[int, int, dict[str, float]], None]
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good state was saved."""
+
+
+@dataclass
+class Pairs:
+    """Preference records and where their images are."""
+
+    records: list[PreferenceRecord]
+    path: Path
+    image_root: Path | None
+
+    def images(self, rows: list[int]) -> list[Image.Image]:
+        out = []
+        for r in rows:
+            path = self.records[r].resolve_image(self.path, self.image_root)
+            try:
+                with Image.open(path) as img:
+                    out.append(img.convert("RGB"))
+            except OSError as err:
+                raise UserError(f"{self.path}: record {self.records[r].id}: cannot read image {path} ({err})") from None
+        return out
+
+
+def load_pairs(path: str | Path, image_root: str | Path | None = None) -> Pairs:
+    records, _ = read_records(path, image_root=image_root)  # any bad record raises, naming file and line
+    if not records:
+        raise UserError(f"{path}: no preference records")
+    return Pairs(records, Path(path), Path(image_root) if image_root else None)
+
+
+def micro_batch_rows(num_records: int, batch_size: int, seed: int, index: int) -> list[int]:
+    """Record indices of global micro-batch ``index``: a fresh seeded permutation every epoch.
+
+    The last partial batch of an epoch is dropped, so every micro-batch has ``batch_size`` pairs.
+    """
+    per_epoch = max(1, num_records // batch_size)
+    epoch, position = divmod(index, per_epoch)
+    order = torch.randperm(num_records, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return order[position * batch_size:(position + 1) * batch_size].tolist()
+
+
+def total_steps(config: TrainConfig, num_records: int) -> int:
+    if config.max_steps:
+        return config.max_steps
+    per_epoch = max(1, num_records // config.batch_size)
+    return max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
+
+
+def _schedule(config: TrainConfig, total: int) -> Callable[[int], float]:
+    warmup = int(config.warmup_ratio * total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if config.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * progress)) if config.schedule == "cosine" else 1.0 - progress
+
+    return factor
+
+
+def _batch(vlm, pairs: Pairs, rows: list[int]) -> tuple[PairBatch, list[Image.Image]]:
+    images = pairs.images(rows)
+    recs = [pairs.records[r] for r in rows]
+    batch = collate_pairs(vlm.processor, images, [r.prompt for r in recs], [r.chosen for r in recs],
+                          [r.rejected for r in recs])
+    return batch, images
+
+
+def _loss(policy, reference, vlm, pairs: Pairs, rows: list[int], config: TrainConfig, noise_seed: int, device):
+    batch, images = _batch(vlm, pairs, rows)
+    batch = batch.to(device)
+    if config.method == "povid":
+        generator = torch.Generator().manual_seed(noise_seed)  # fresh noise every step, reproducible
+        noisy = corrupt_pixels(vlm.processor, images, config.noise_step, config.noise_mode, generator)
+        return povid_step(policy, reference, batch, rows, config, noisy.to(device, batch.pixel_values.dtype)), batch
+    return dpo_step(policy, reference, batch, rows, config), batch
+
+
+@torch.no_grad()
+def evaluate_pairs(policy, reference, vlm, pairs: Pairs, config: TrainConfig, device) -> dict[str, float]:
+    """Mean DPO loss, reward margin and accuracy over ``pairs`` (in file order)."""
+    sums: dict[str, float] = {}
+    batches = 0
+    for start in range(0, len(pairs.records), config.batch_size):
+        rows = list(range(start, min(start + config.batch_size, len(pairs.records))))
+        batch, _ = _batch(vlm, pairs, rows)
+        out = dpo_step(policy, reference, batch.to(device), rows, config)
+        for k, v in out.metrics.items():
+            sums[k] = sums.get(k, 0.0) + v
+        batches += 1
+    return {f"eval/{k}": v / batches for k, v in sums.items()}
+
+
+def train(model_dir: str | Path, data: str | Path, out: str | Path, config: TrainConfig,
+          eval_data: str | Path | None = None, image_root: str | Path | None = None, resume: bool = False,
+          on_step: StepCallback | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Align the VLM in ``model_dir`` on the preference records ``data``; write ``out/``. Returns a summary."""
+    from accelerate import Accelerator
+
+    config.validate()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise UserError(f"{out}: exists and is not empty (pass --resume to continue a run there)")
+    pairs = load_pairs(data, image_root)
+    held_out = load_pairs(eval_data, image_root) if eval_data else None
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard", project_dir=str(out))
+    torch.manual_seed(config.seed)
+    vlm = load_vlm(model_dir, dtype="float32", device="cpu", trust_remote_code=trust_remote_code)
+    frozen = copy.deepcopy(vlm.model).eval().requires_grad_(False) if config.resolved_reference() == "copy" else None
+    policy = prepare_policy(vlm.model, config)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    total = total_steps(config, len(pairs.records))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
+    policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
+    device = accelerator.device
+    if frozen is not None:
+        frozen.to(device)
+    reference = make_reference(config, accelerator.unwrap_model(policy), frozen, pairs, vlm, Path(model_dir), device)
+
+    out.mkdir(parents=True, exist_ok=True)
+    step = 0
+    found = latest_checkpoint(out) if resume else None
+    if found is not None:
+        step = load_checkpoint(found, accelerator.unwrap_model(policy), optimizer, scheduler)
+    else:
+        (out / "config.json").write_text(json.dumps({"model": str(model_dir), "data": str(data),
+                                                     "config": config_to_dict(config)}, indent=1) + "\n")
+    accelerator.init_trackers("tensorboard")
+    log = (out / "metrics.jsonl").open("a")
+    policy.train()
+    started, tokens = time.perf_counter(), 0
+    try:
+        while step < total:
+            metrics: dict[str, float] = {}
+            for micro in range(config.grad_accum):
+                index = step * config.grad_accum + micro
+                rows = micro_batch_rows(len(pairs.records), config.batch_size * accelerator.num_processes,
+                                        config.seed, index)[accelerator.process_index::accelerator.num_processes]
+                with accelerator.autocast():
+                    result, batch = _loss(policy, reference, vlm, pairs, rows, config,
+                                          noise_seed=config.seed * 1_000_003 + index, device=device)
+                if not torch.isfinite(result.loss):
+                    ids = [pairs.records[r].id for r in rows]
+                    save_checkpoint(out, step, accelerator.unwrap_model(policy), optimizer, scheduler)
+                    raise TrainingDiverged(f"loss is {result.loss.item()} at step {step + 1} (records {', '.join(ids)});"
+                                           f" the last good state is saved in {out}/checkpoints/step-{step}")
+                accelerator.backward(result.loss / config.grad_accum)
+                tokens += int(batch.attention_mask.sum())
+                for k, v in result.metrics.items():
+                    metrics[k] = metrics.get(k, 0.0) + v / config.grad_accum
+            metrics["grad_norm"] = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            metrics["lr"] = scheduler.get_last_lr()[0]
+            metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
+            if step % config.log_every == 0 or step == total:
+                log.write(json.dumps({"step": step, **metrics}) + "\n")
+                log.flush()
+                accelerator.log(metrics, step=step)
+            if held_out is not None and config.eval_every and step % config.eval_every == 0 and step < total:
+                _log_eval(evaluate_pairs(policy, reference, vlm, held_out, config, device), step, log, accelerator)
+            if config.save_every and step % config.save_every == 0 and step < total:
+                save_checkpoint(out, step, accelerator.unwrap_model(policy), optimizer, scheduler)
+            if on_step:
+                on_step(step, total, metrics)
+        if held_out is not None:
+            _log_eval(evaluate_pairs(policy, reference, vlm, held_out, config, device), step, log, accelerator)
+        save_checkpoint(out, step, accelerator.unwrap_model(policy), optimizer, scheduler)
+        _save_model(accelerator.unwrap_model(policy), vlm, out)
+    finally:
+        log.close()
+        accelerator.end_training()
+    return {"steps": step, "out": str(out), "records": len(pairs.records)}
+
+
+def _log_eval(metrics: dict[str, float], step: int, log, accelerator) -> None:
+    log.write(json.dumps({"step": step, **metrics}) + "\n")
+    log.flush()
+    accelerator.log(metrics, step=step)
+
+
+def _save_model(policy, vlm, out: Path) -> None:
+    """``out/model``: a plain transformers model, or a PEFT adapter (``vlalign merge`` makes it plain)."""
+    from vlalign.io import atomic_dir
+
+    with atomic_dir(out / "model", overwrite=True) as tmp:
+        policy.save_pretrained(tmp)
+        vlm.processor.save_pretrained(tmp)
+

@@ -1,0 +1,57 @@
+"""The policy as training sees it: what is trainable, LoRA, dropout off, gradient checkpointing."""
+
+from __future__ import annotations
+
+import torch
+
+from vlalign.train.config import TrainConfig
+
+
+def _parts(model) -> dict[str, torch.nn.Module]:
+    """The vision tower, projector and language model (+ lm_head) of a LLaVA- or Qwen2-VL-style model."""
+    inner = model.model
+    vision = getattr(inner, "vision_tower", None) or getattr(inner, "visual", None)
+    projector = getattr(inner, "multi_modal_projector", None)
+    if projector is None and vision is not None:  # Qwen2-VL's merger sits inside its vision tower
+        projector = getattr(vision, "merger", None)
+    if vision is None or projector is None:
+        raise ValueError(f"{type(model).__name__}: cannot find its vision tower and projector")
+    return {"vision": vision, "projector": projector, "llm": inner.language_model, "lm_head": model.lm_head}
+
+
+def prepare_policy(model, config: TrainConfig):
+    """Freeze what the config keeps fixed, add LoRA adapters if asked; returns the model to train.
+
+    Dropout is switched off everywhere: DPO compares log-probs of the same sequences under the
+    policy and the reference, and dropout noise in one of them is noise in the loss.
+    """
+    parts = _parts(model)
+    model.requires_grad_(False)
+    if not config.lora.enabled:
+        if config.train_vision:
+            parts["vision"].requires_grad_(True)
+        if config.train_llm:
+            parts["llm"].requires_grad_(True)
+            parts["lm_head"].requires_grad_(True)
+        if config.train_projector:  # after the vision tower: Qwen2-VL's merger lives inside it
+            parts["projector"].requires_grad_(True)
+        elif config.train_vision:
+            parts["projector"].requires_grad_(False)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        # Adapters on the language model's layers; the projector is trained fully if asked
+        # (as POVID and LLaVA-1.5's LoRA recipes do), the vision tower stays frozen.
+        llm_prefix = "model.language_model"
+        targets = rf"{llm_prefix}.*\.({'|'.join(config.lora.target_modules)})"
+        modules_to_save = ["multi_modal_projector"] if config.train_projector and hasattr(model.model,
+                                                                                         "multi_modal_projector") else None
+        lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                          target_modules=targets, modules_to_save=modules_to_save)
+        model = get_peft_model(model, lora)
+    return model

@@ -1,0 +1,117 @@
+"""The training loop: resume equals an uninterrupted run, NaN stops cleanly, references agree."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vlalign.errors import UserError
+from vlalign.models.load import load_vlm
+from vlalign.train.config import LoraSettings, TrainConfig
+from vlalign.train.loop import TrainingDiverged, micro_batch_rows, train
+
+
+@pytest.fixture(scope="module")
+def prefs(tiny_world, tmp_path_factory):
+    from vlalign.generate.inject import InjectConfig, run_inject
+
+    out = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
+    run_inject(tiny_world, out, InjectConfig(limit=40))
+    return out
+
+
+def _config(**overrides) -> TrainConfig:
+    fields = {"max_steps": 4, "batch_size": 4, "lr": 1e-3, "warmup_ratio": 0.0, "save_every": 2}
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+def _final_weights(out):
+    steps = sorted((out / "checkpoints").iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    return load_file(str(steps[-1] / "trainable.safetensors"))
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["dpo", "povid"])
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, tiny_base, prefs, method):
+    model = tiny_base / "llava"
+    train(model, prefs, tmp_path / "whole", _config(method=method))
+
+    def stop_after_three(step, total, metrics):
+        if step == 3:  # the checkpoint of step 2 exists; step 3's update is lost with the "kill"
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(model, prefs, tmp_path / "cut", _config(method=method), on_step=stop_after_three)
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-2"]
+    summary = train(model, prefs, tmp_path / "cut", _config(method=method), resume=True)
+    assert summary["steps"] == 4
+    whole, cut = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "cut")
+    assert whole.keys() == cut.keys() and len(whole) > 0
+    for name in whole:
+        torch.testing.assert_close(cut[name], whole[name], rtol=1e-5, atol=1e-6)
+    start = dict(load_vlm(model, dtype="float32", device="cpu").model.named_parameters())
+    moved = [n for n in whole if not torch.equal(whole[n], start[n].detach())]
+    assert moved, "training changed nothing"
+
+
+def test_metrics_log_and_outputs(tmp_path, tiny_base, prefs):
+    out = tmp_path / "run"
+    train(tiny_base / "llava", prefs, out, _config(), eval_data=prefs)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
+    assert rows[-1]["step"] == 4 and "eval/loss" in rows[-1]
+    for key in ("rewards/margin", "rewards/accuracy", "grad_norm", "lr", "tokens_per_s"):
+        assert key in rows[0]
+    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at the first step
+    assert json.loads((out / "config.json").read_text())["config"]["method"] == "dpo"
+    assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
+    from transformers import AutoModelForImageTextToText
+
+    AutoModelForImageTextToText.from_pretrained(out / "model")
+
+
+def test_precomputed_reference_gives_the_live_reference_loss(tmp_path, tiny_base, prefs, monkeypatch):
+    monkeypatch.setenv("VLALIGN_CACHE", str(tmp_path / "cache"))
+    train(tiny_base / "llava", prefs, tmp_path / "live", _config(reference="copy"))
+    train(tiny_base / "llava", prefs, tmp_path / "pre", _config(reference="precomputed"))
+    assert any((tmp_path / "cache" / "reference").glob("*.safetensors"))
+    live = [json.loads(x) for x in (tmp_path / "live" / "metrics.jsonl").read_text().splitlines()]
+    pre = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(live, pre, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+        assert a["rewards/margin"] == pytest.approx(b["rewards/margin"], abs=1e-5)
+
+
+def test_nan_loss_stops_with_the_step_and_records_and_keeps_the_last_good_state(tmp_path, tiny_base, prefs):
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step \d+ \(records .+\); the last good state"):
+        train(tiny_base / "llava", prefs, tmp_path / "run", _config(lr=1e30, max_steps=20, save_every=0))
+    saved = _final_weights(tmp_path / "run")
+    assert all(torch.isfinite(t).all() for t in saved.values())
+
+
+def test_lora_run_saves_an_adapter_and_uses_the_adapter_free_reference(tmp_path, tiny_base, prefs):
+    out = tmp_path / "lora"
+    train(tiny_base / "llava", prefs, out, _config(save_every=0, lora=LoraSettings(enabled=True, r=4, alpha=8)))
+    assert (out / "model" / "adapter_config.json").is_file()
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["loss"] == pytest.approx(0.6931, abs=1e-4)  # LoRA starts at zero: policy == reference
+
+
+def test_micro_batches_cover_each_epoch_once():
+    rows = [r for k in range(5) for r in micro_batch_rows(20, 4, seed=3, index=k)]
+    assert sorted(rows) == list(range(20))
+    assert micro_batch_rows(20, 4, seed=3, index=5) != micro_batch_rows(20, 4, seed=3, index=0)
+
+
+def test_refuses_a_non_empty_output_without_resume(tmp_path, tiny_base, prefs):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("")
+    with pytest.raises(UserError, match="not empty"):
+        train(tiny_base / "llava", prefs, tmp_path / "run", _config())
