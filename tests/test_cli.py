@@ -230,3 +230,48 @@ def test_generate_noisy_writes_the_models_answers_to_corrupted_images(tmp_path, 
         assert not row["chosen"].startswith(("Yes", "No"))  # descriptions only by default
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0 and f"{len(rows)} already there" in again.stdout
+
+
+@pytest.mark.parametrize("method", ["dpo", "povid"])
+def test_train_runs_end_to_end_and_the_model_loads(tmp_path, tiny_world, tiny_base, method):
+    prefs = tmp_path / "prefs.jsonl"
+    assert main(["generate", "inject", "--data", str(tiny_world), "--out", str(prefs), "--limit", "24"]) == 0
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vlalign", "train", "--method", method, "--model", str(tiny_base / "llava"),
+           "--data", str(prefs), "--out", str(out), "--set", "max_steps=3", "--set", "batch_size=4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"{method}: 3 steps on 24 pairs" in proc.stdout
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and ("noise/flipped_tokens" in rows[0]) == (method == "povid")
+    from transformers import AutoModelForImageTextToText
+
+    AutoModelForImageTextToText.from_pretrained(out / "model")
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 2 and "not empty (pass --resume" in again.stderr
+
+
+def test_lora_training_then_merge_gives_a_plain_model(tmp_path, tiny_world, tiny_base, capsys):
+    prefs = tmp_path / "prefs.jsonl"
+    assert main(["generate", "inject", "--data", str(tiny_world), "--out", str(prefs), "--limit", "16"]) == 0
+    assert main(["train", "--method", "dpo", "--model", str(tiny_base / "llava"), "--data", str(prefs),
+                 "--out", str(tmp_path / "run"), "--set", "max_steps=2", "--set", "batch_size=4",
+                 "--set", "lora.enabled=true", "--set", "lora.r=4", "--set", "lr=1e-2"]) == 0
+    assert (tmp_path / "run" / "model" / "adapter_config.json").is_file()
+    assert main(["merge", "--adapter", str(tmp_path / "run" / "model"), "--out", str(tmp_path / "merged")]) == 0
+    from vlalign.models.load import load_vlm
+
+    merged = load_vlm(tmp_path / "merged", dtype="float32", device="cpu").model
+    base = load_vlm(tiny_base / "llava", dtype="float32", device="cpu").model
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    changed = [n for (n, a), (_, b) in zip(merged.named_parameters(), base.named_parameters()) if not a.equal(b)]
+    assert changed and all("language_model" in n or "projector" in n for n in changed)
+
+
+def test_train_config_mistakes_are_one_line(tmp_path, tiny_base, capsys):
+    assert main(["train", "--model", str(tiny_base / "llava"), "--data", str(tmp_path / "none.jsonl"),
+                 "--out", str(tmp_path / "run"), "--set", "reference=precomputed", "--method", "povid"]) == 2
+    assert "needs a live reference" in capsys.readouterr().err
+    assert main(["train", "--model", str(tiny_base / "llava"), "--data", str(tmp_path / "none.jsonl"),
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "none.jsonl: no such file" in capsys.readouterr().err

@@ -58,3 +58,11 @@ def test_missing_and_non_mapping_files(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="expected a mapping"):
         load_config(Outer, path)
+
+
+def test_float_fields_take_exponents_without_a_dot():
+    from vlalign.train.config import TrainConfig
+
+    assert load_config(TrainConfig, None, ["lr=5e-5", "beta=1"]).lr == 5e-5
+    with pytest.raises(UserError, match="field lr must be float, got 'fast'"):
+        load_config(TrainConfig, None, ["lr=fast"])

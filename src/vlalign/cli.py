@@ -317,6 +317,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from vlalign.train.merge import merge
+
+    _quiet_transformers()
+    merge(args.adapter, args.out, base=args.base, overwrite=args.overwrite)
+    print(f"merged model written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlalign", description="Preference alignment against VLM hallucination.")
     parser.add_argument("--version", action="version", version=f"vlalign {__version__}")
@@ -446,6 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     tr.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own Python code")
     tr.set_defaults(func=cmd_train)
+
+    mg = sub.add_parser("merge", help="fold a LoRA run's adapter into its base model (a plain model directory)")
+    mg.add_argument("--adapter", required=True, help="a LoRA run's model/ directory")
+    mg.add_argument("--out", required=True, help="directory to create")
+    mg.add_argument("--base", help="base model (default: the one named in adapter_config.json)")
+    mg.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    mg.set_defaults(func=cmd_merge)
 
     demo = sub.add_parser("demo", help="the whole pipeline on the synthetic world, reusing what exists")
     demo.add_argument("--out", default=str(DEFAULT_RUN), help="run directory (default: runs/demo)")
