@@ -20,3 +20,13 @@ def test_every_recipe_starts_with_its_command():
     for path in RECIPES.rglob("*.yaml"):
         head = path.read_text().splitlines()[:3]
         assert any(line.lstrip("# ").startswith("vlalign ") for line in head), path
+
+
+def test_train_recipes_load_and_validate():
+    from vlalign.train.config import TrainConfig
+
+    paths = sorted((RECIPES / "train").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        config = load_config(TrainConfig, path)
+        assert config.mixed_precision == "bf16" and config.lora.enabled, path
