@@ -1,6 +1,6 @@
 """One DPO training step, vlalign against TRL's DPOTrainer, and POVID stage 2 against vlalign's DPO.
 
-    python bench/train_step.py [--model runs/bench-pretrain2/base/llava] [--data /tmp/eff/desc.jsonl]
+    python bench/train_step.py [--model runs/base/llava] [--data runs/prefs/inject.jsonl]
                                [--batch-size 8] [--steps 20] [--warmup 3] [--threads 1]
 
 Same model weights, the same first ``--batch-size`` pairs of ``--data``, fp32 on the CPU, full
@@ -189,8 +189,8 @@ def spawn(args, which: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="runs/bench-pretrain2/base/llava")
-    parser.add_argument("--data", default="/tmp/eff/desc.jsonl", help="vlalign preference records (JSONL)")
+    parser.add_argument("--model", default="runs/base/llava")
+    parser.add_argument("--data", default="runs/prefs/inject.jsonl", help="vlalign preference records (JSONL)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per step (K)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (at least 1)")
