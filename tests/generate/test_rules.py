@@ -167,3 +167,21 @@ def test_mentions_match_plurals_and_longest_phrase_first():
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown edit kind 'colour'"):
         RulesConfig(kinds=["colour"]).validate()
+
+
+def test_a_substituted_object_takes_a_colour_it_can_have(injected, tiny_world):
+    from vlalign.eval.run import open_data
+    from vlalign.generate.inject import _synonym_groups
+
+    knowledge = Knowledge.from_coco(open_data(tiny_world, "train").instances,
+                                    _synonym_groups(open_data(tiny_world, "train").vocab))
+    words = _word_to_category(tiny_world)
+    checked = 0
+    for _, _, edits in injected:
+        for e in edits:
+            all_colors = {c for cs in knowledge.colors.values() for c in cs}
+            if e.kind == "substitute" and e.new.split()[0] in all_colors:
+                color, word = e.new.split(" ", 1)
+                assert color in knowledge.colors[words[word]], e
+                checked += 1
+    assert checked > 0

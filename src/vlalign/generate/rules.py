@@ -149,6 +149,7 @@ class Injector:
         self.k, self.config = knowledge, config
         self.find = MentionFinder(knowledge.words)
         self.categories = sorted(knowledge.words)
+        self._all_colors = {c for colors in knowledge.colors.values() for c in colors}
 
     # -- choosing an absent object ------------------------------------------------------------
     def _absent_object(self, present: set[str], mentioned: set[str], rng: np.random.Generator) -> str | None:
@@ -197,11 +198,18 @@ class Injector:
             return None
         word = self._word(absent, rng)
         word = plural(word) if target.plural else word
-        before = text[:target.start]
+        start, before = target.start, text[:target.start]
+        # A colour stated for the old object would give the edit away ("a red bottle" when
+        # bottles are never red): the new object gets one of its own colours.
+        stated = re.search(r"\b(\w+)\s+$", before)
+        colors = self.k.colors.get(absent)
+        if stated and colors and stated.group(1) in self._all_colors:
+            start, before = stated.start(1), text[:stated.start(1)]
+            word = f"{colors[int(rng.integers(len(colors)))]} {word}"
         art = re.search(r"\b(an?)\s+$", before, re.IGNORECASE)
-        if art and not target.plural:  # "a cup" -> "an oven": the article belongs to the edit
+        if art and not target.plural and start == target.start:  # "a cup" -> "an oven"
             return art.start(1), target.end, f"{article(word)} {word}"
-        return target.start, target.end, word
+        return start, target.end, word
 
     def _attribute(self, kind: str, text: str, image_id: int, rng) -> tuple[int, int, str] | None:
         """Change a colour, size or position stated next to a singular mention, to one no instance has."""
