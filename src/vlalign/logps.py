@@ -135,34 +135,87 @@ def _base(model):
     return base
 
 
-def _hidden(base, batch: PairBatch, pixel_values: torch.Tensor, rows: int) -> torch.Tensor:
-    """(rows, W, H) last hidden states of the first ``rows`` rows (B or 2B), W their longest length.
+def _embeds(base, ids: torch.Tensor, pixel_values: torch.Tensor, grid: torch.Tensor | None,
+            copies: int) -> torch.Tensor:
+    """(rows, W, H) input embeddings of ``ids`` (rows, W), image features in place of placeholders.
 
-    Each pair's image is encoded once; its features go into every one of those rows that
-    belongs to the pair, in place of the image placeholders, as the model's own forward does.
+    Each pair's image is encoded once; the rows hold ``copies`` runs of the B pairs (chosen,
+    then rejected), and every run gets the same features, as the model's own forward would.
     """
-    inner, pairs = base.model, batch.num_pairs
-    mask = batch.attention_mask[:rows]
-    width = int(mask.sum(1).max())
-    ids, mask = batch.input_ids[:rows, :width], mask[:, :width]
+    inner = base.model
     embeds = inner.get_input_embeddings()(ids)  # (rows, W, H)
-    grid = batch.image_grid_thw
     extra = {} if grid is None else {"image_grid_thw": grid}
     features = inner.get_image_features(pixel_values=pixel_values.to(embeds.device, embeds.dtype),
                                         return_dict=True, **extra).pooler_output  # B tensors (tokens_i, H)
     # masked_scatter fills placeholders row by row: chosen rows take images 0..B-1, rejected rows again.
-    features = torch.cat(list(features) * (rows // pairs)).to(embeds.dtype)
+    features = torch.cat(list(features) * copies).to(embeds.dtype)
     image_mask = ids == base.config.image_token_id
     if int(image_mask.sum()) != features.shape[0]:
         raise ValueError(f"{int(image_mask.sum())} image placeholders but {features.shape[0]} image features")
-    embeds = embeds.masked_scatter(image_mask[..., None], features)
+    return embeds.masked_scatter(image_mask[..., None], features)
+
+
+def _hidden(base, batch: PairBatch, pixel_values: torch.Tensor, rows: int) -> torch.Tensor:
+    """(rows, W, H) last hidden states of the first ``rows`` rows (B or 2B), W their longest length."""
+    inner, pairs = base.model, batch.num_pairs
+    width = int(batch.attention_mask[:rows].sum(1).max())
+    ids, mask = batch.input_ids[:rows, :width], batch.attention_mask[:rows, :width]
+    embeds = _embeds(base, ids, pixel_values, batch.image_grid_thw, rows // pairs)
     position_ids = None  # LLaVA: 0..n-1 per row, which right padding leaves correct
     if base.config.model_type == "qwen2_vl":
         # Multimodal rotary positions (3, rows, W): image tokens get (t, h, w) grid positions.
-        position_ids, _ = inner.get_rope_index(ids, image_mask.int(), image_grid_thw=grid.repeat(rows // pairs, 1),
+        image_mask = ids == base.config.image_token_id
+        position_ids, _ = inner.get_rope_index(ids, image_mask.int(),
+                                               image_grid_thw=batch.image_grid_thw.repeat(rows // pairs, 1),
                                                attention_mask=mask)
     out = inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
     return out.last_hidden_state
+
+
+def _shared_prompt_hidden(base, batch: PairBatch) -> torch.Tensor:
+    """What :func:`_hidden` gives for all 2B rows, with each pair's prompt run once (LLaVA family).
+
+    Chosen and rejected rows of a pair share their prompt (template, image tokens, question),
+    often half of each row. The B prompts run once with a KV cache; the cache is repeated for
+    the two responses of each pair, which run after it at their own positions. Only the
+    columns that predict response tokens (the prompt's last, then the response's) are filled;
+    the others hold zeros and are never read.
+    """
+    inner, pairs = base.model, batch.num_pairs
+    starts = batch.response_mask[:pairs].int().argmax(1)  # (B,) prompt lengths
+    width_p = int(starts.max())
+    # (B, P): a shorter prompt is followed by its chosen response in the batch; that is not prompt
+    prompt_mask = (torch.arange(width_p, device=starts.device) < starts[:, None]).long()
+    embeds = _embeds(base, batch.input_ids[:pairs, :width_p], batch.pixel_values, batch.image_grid_thw, 1)
+    out = inner.language_model(inputs_embeds=embeds, attention_mask=prompt_mask, use_cache=True)
+    cache = out.past_key_values
+    cache.reorder_cache(torch.arange(pairs, device=embeds.device).repeat(2))  # (2B rows): chosen, then rejected
+    lengths = batch.response_mask.sum(1)  # (2B,)
+    width_r = int(lengths.max())
+    row_starts = starts.repeat(2)
+    cols = row_starts[:, None] + torch.arange(width_r, device=embeds.device)  # (2B, R) columns in the full rows
+    valid = torch.arange(width_r, device=embeds.device) < lengths[:, None]
+    cols = torch.where(valid, cols, 0)
+    ids = torch.where(valid, batch.input_ids.gather(1, cols), batch.pad_token_id)
+    # An explicit (2B, 1, R, P + R) additive mask: the model would derive causality from
+    # position_ids, which here start at each row's own prompt length, not at P.
+    causal = torch.ones(width_r, width_r, dtype=torch.bool, device=embeds.device).tril()
+    allowed = torch.cat([prompt_mask.bool().repeat(2, 1)[:, None, :].expand(-1, width_r, -1),
+                         causal[None] & valid[:, None, :]], dim=2)
+    mask = torch.zeros(allowed.shape, dtype=embeds.dtype, device=embeds.device)
+    mask = mask.masked_fill(~allowed, torch.finfo(embeds.dtype).min)[:, None]
+    cont = inner.language_model(inputs_embeds=inner.get_input_embeddings()(ids), attention_mask=mask,
+                                position_ids=cols, past_key_values=cache, use_cache=True).last_hidden_state
+    hidden = cont.new_zeros(2 * pairs, int(batch.attention_mask.sum(1).max()), cont.shape[-1])
+    rows = torch.arange(2 * pairs, device=cont.device)
+    last_prompt = out.last_hidden_state[torch.arange(pairs, device=cont.device), starts - 1].repeat(2, 1)
+    hidden = hidden.index_put((rows, row_starts - 1), last_prompt)
+    r, j = valid.nonzero(as_tuple=True)
+    return hidden.index_put((r, cols[r, j]), cont[r, j])
+
+
+def _uses_checkpointing(base) -> bool:
+    return any(getattr(m, "gradient_checkpointing", False) for m in base.modules())
 
 
 def _left_aligned(mask: torch.Tensor) -> torch.Tensor:
@@ -182,7 +235,10 @@ def pair_logps(model, batch: PairBatch, *, extra_targets: torch.Tensor | None = 
     """
     base = _base(model)
     pairs = batch.num_pairs
-    hidden = _hidden(base, batch, batch.pixel_values, 2 * pairs)  # (2B, L, H)
+    if base.config.model_type == "llava" and not _uses_checkpointing(base):  # 1-D positions: prompts can be shared
+        hidden = _shared_prompt_hidden(base, batch)  # (2B, L, H)
+    else:
+        hidden = _hidden(base, batch, batch.pixel_values, 2 * pairs)
     width = hidden.shape[1]
     predicts = batch.response_mask[:, 1:width]  # hidden state t predicts token t + 1
     targets = batch.input_ids[:, 1:width][predicts]  # (N,) every response token, row by row
