@@ -29,4 +29,5 @@ def test_train_recipes_load_and_validate():
     assert paths
     for path in paths:
         config = load_config(TrainConfig, path)
-        assert config.mixed_precision == "bf16" and config.lora.enabled, path
+        if "7b" in path.name:  # GPU recipes: LoRA in bf16
+            assert config.mixed_precision == "bf16" and config.lora.enabled, path
