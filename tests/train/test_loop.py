@@ -52,6 +52,8 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, t
     assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-2"]
     summary = train(model, prefs, tmp_path / "cut", _config(method=method), resume=True)
     assert summary["steps"] == 4
+    logged = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4]  # step 3 of the killed run is dropped and redone, not logged twice
     whole, cut = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "cut")
     assert whole.keys() == cut.keys() and len(whole) > 0
     for name in whole:
@@ -79,14 +81,18 @@ def test_metrics_log_and_outputs(tmp_path, tiny_base, prefs):
 
 def test_precomputed_reference_gives_the_live_reference_loss(tmp_path, tiny_base, prefs, monkeypatch):
     monkeypatch.setenv("VLALIGN_CACHE", str(tmp_path / "cache"))
-    train(tiny_base / "llava", prefs, tmp_path / "live", _config(reference="copy"))
-    train(tiny_base / "llava", prefs, tmp_path / "pre", _config(reference="precomputed"))
+    held_out = prefs.with_name("held_out.jsonl")  # other records than the first ones: another table
+    held_out.write_text("".join(prefs.read_text().splitlines(keepends=True)[30:38]))
+    train(tiny_base / "llava", prefs, tmp_path / "live", _config(reference="copy"), eval_data=held_out)
+    train(tiny_base / "llava", prefs, tmp_path / "pre", _config(reference="precomputed"), eval_data=held_out)
     assert any((tmp_path / "cache" / "reference").glob("*.safetensors"))
     live = [json.loads(x) for x in (tmp_path / "live" / "metrics.jsonl").read_text().splitlines()]
     pre = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
+    assert "eval/loss" in live[-1] and "eval/loss" in pre[-1]  # held-out pairs get their own table
     for a, b in zip(live, pre, strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
-        assert a["rewards/margin"] == pytest.approx(b["rewards/margin"], abs=1e-5)
+        for key in ("loss", "rewards/margin", "eval/loss", "eval/rewards/margin"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], abs=1e-5), key
 
 
 def test_nan_loss_stops_with_the_step_and_records_and_keeps_the_last_good_state(tmp_path, tiny_base, prefs):

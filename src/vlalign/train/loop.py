@@ -158,12 +158,16 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
     if frozen is not None:
         frozen.to(device)
     reference = make_reference(config, accelerator.unwrap_model(policy), frozen, pairs, vlm, Path(model_dir), device)
+    # a precomputed reference is a table per records file: the held-out pairs get their own
+    eval_reference = None if held_out is None else make_reference(
+        config, accelerator.unwrap_model(policy), frozen, held_out, vlm, Path(model_dir), device)
 
     out.mkdir(parents=True, exist_ok=True)
     step = 0
     found = latest_checkpoint(out) if resume else None
     if found is not None:
         step = load_checkpoint(found, accelerator.unwrap_model(policy), optimizer, scheduler)
+        _truncate_log(out / "metrics.jsonl", step)
     else:
         (out / "config.json").write_text(json.dumps({"model": str(model_dir), "data": str(data),
                                                      "config": config_to_dict(config)}, indent=1) + "\n")
@@ -202,19 +206,26 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
                 log.flush()
                 accelerator.log(metrics, step=step)
             if held_out is not None and config.eval_every and step % config.eval_every == 0 and step < total:
-                _log_eval(evaluate_pairs(policy, reference, vlm, held_out, config, device), step, log, accelerator)
+                _log_eval(evaluate_pairs(policy, eval_reference, vlm, held_out, config, device), step, log, accelerator)
             if config.save_every and step % config.save_every == 0 and step < total:
                 save_checkpoint(out, step, accelerator.unwrap_model(policy), optimizer, scheduler)
             if on_step:
                 on_step(step, total, metrics)
         if held_out is not None:
-            _log_eval(evaluate_pairs(policy, reference, vlm, held_out, config, device), step, log, accelerator)
+            _log_eval(evaluate_pairs(policy, eval_reference, vlm, held_out, config, device), step, log, accelerator)
         save_checkpoint(out, step, accelerator.unwrap_model(policy), optimizer, scheduler)
         _save_model(accelerator.unwrap_model(policy), vlm, out)
     finally:
         log.close()
         accelerator.end_training()
     return {"steps": step, "out": str(out), "records": len(pairs.records)}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the lines a killed run logged after the checkpoint it resumes from: they are redone."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
 
 
 def _log_eval(metrics: dict[str, float], step: int, log, accelerator) -> None:
