@@ -280,7 +280,8 @@ class Injector:
                 if text[start:end][:1].isupper():  # a sentence's first word keeps its capital
                     new = new[0].upper() + new[1:]
                 delta = len(new) - (end - start)
-                edits = [e if e.end <= start else Edit(e.kind, e.start + delta, e.end + delta, e.old, e.new) for e in edits]
+                edits = [e if e.end <= start else Edit(e.kind, e.start + delta, e.end + delta, e.old, e.new)
+                         for e in edits]
                 shown = new.lstrip() if kind == "insert" else new
                 lead = len(new) - len(shown)
                 edits.append(Edit(kind, start + lead, start + len(new), text[start:end], shown))

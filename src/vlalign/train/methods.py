@@ -68,8 +68,9 @@ def povid_step(policy, reference: Reference, batch: PairBatch, rows: list[int], 
     pol = pair_logps(policy, batch, extra_targets=noisy_ids)
     ref = reference(batch, noisy_ids, rows)
     seq = sequence_logps
-    args = (seq(pol.chosen, pol.chosen_mask), seq(pol.rejected, pol.rejected_mask), seq(pol.chosen_extra, pol.chosen_mask),
-            seq(ref.chosen, ref.chosen_mask), seq(ref.rejected, ref.rejected_mask), seq(ref.chosen_extra, ref.chosen_mask))
+    args = (seq(pol.chosen, pol.chosen_mask), seq(pol.rejected, pol.rejected_mask),
+            seq(pol.chosen_extra, pol.chosen_mask), seq(ref.chosen, ref.chosen_mask),
+            seq(ref.rejected, ref.rejected_mask), seq(ref.chosen_extra, ref.chosen_mask))
     if config.povid_form == "paper":
         out = povid_paper_loss(*args, alpha=config.povid_alpha, beta1=config.povid_beta1, beta2=config.povid_beta2,
                                beta=config.beta)

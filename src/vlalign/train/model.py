@@ -49,8 +49,8 @@ def prepare_policy(model, config: TrainConfig):
         # (as POVID and LLaVA-1.5's LoRA recipes do), the vision tower stays frozen.
         llm_prefix = "model.language_model"
         targets = rf"{llm_prefix}.*\.({'|'.join(config.lora.target_modules)})"
-        modules_to_save = ["multi_modal_projector"] if config.train_projector and hasattr(model.model,
-                                                                                         "multi_modal_projector") else None
+        trains_projector = config.train_projector and hasattr(model.model, "multi_modal_projector")
+        modules_to_save = ["multi_modal_projector"] if trains_projector else None
         lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                           target_modules=targets, modules_to_save=modules_to_save)
         model = get_peft_model(model, lora)
