@@ -78,7 +78,7 @@ def optimizer_step(params, optimizer) -> None:
 def run_vlalign(args, method: str) -> dict:
     from vlalign.models.load import load_vlm
     from vlalign.train.config import TrainConfig
-    from vlalign.train.loop import _batch, load_pairs
+    from vlalign.train.data import load_pairs
     from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step
     from vlalign.train.model import prepare_policy
     from vlalign.train.reference import make_reference
@@ -93,7 +93,7 @@ def run_vlalign(args, method: str) -> dict:
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     started = time.perf_counter()
-    batch, images = _batch(vlm, pairs, rows)
+    batch, images = pairs.collate(vlm.processor, rows)
     collate_s = time.perf_counter() - started
     policy.train()
     generator = torch.Generator().manual_seed(0)
@@ -120,7 +120,7 @@ def run_trl(args) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from vlalign.models.load import load_vlm
-    from vlalign.train.loop import load_pairs
+    from vlalign.train.data import load_pairs
 
     pairs = load_pairs(args.data)
     rows = list(range(args.batch_size))

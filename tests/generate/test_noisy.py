@@ -20,8 +20,8 @@ def test_corruption_is_per_record_deterministic_and_changes_the_image(tiny_world
     assert np.array_equal(np.asarray(corrupted(first, config)), np.asarray(corrupted(first, config)))
     other = NoisyConfig(seed=1)
     assert not np.array_equal(np.asarray(corrupted(first, other)), np.asarray(corrupted(first, config)))
-    if first.image == second.image:  # two turns of one image: different records, different noise
-        assert not np.array_equal(np.asarray(corrupted(second, config)), np.asarray(corrupted(first, config)))
+    assert first.image == second.image  # two turns of one image: different records, different noise
+    assert not np.array_equal(np.asarray(corrupted(second, config)), np.asarray(corrupted(first, config)))
 
 
 def test_source_names_the_corruption():

@@ -14,20 +14,16 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
-
 from vlalign.config import config_to_dict
-from vlalign.data.records import PreferenceRecord, read_records
 from vlalign.errors import UserError
-from vlalign.logps import PairBatch, collate_pairs
 from vlalign.models.load import load_vlm
 from vlalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlalign.train.config import TrainConfig
+from vlalign.train.data import Pairs, load_pairs
 from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step
 from vlalign.train.model import prepare_policy
 from vlalign.train.reference import make_reference
@@ -38,33 +34,6 @@ StepCallback = Callable[[int, int, dict[str, float]], None]
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last good state was saved."""
-
-
-@dataclass
-class Pairs:
-    """Preference records and where their images are."""
-
-    records: list[PreferenceRecord]
-    path: Path
-    image_root: Path | None
-
-    def images(self, rows: list[int]) -> list[Image.Image]:
-        out = []
-        for r in rows:
-            path = self.records[r].resolve_image(self.path, self.image_root)
-            try:
-                with Image.open(path) as img:
-                    out.append(img.convert("RGB"))
-            except OSError as err:
-                raise UserError(f"{self.path}: record {self.records[r].id}: cannot read image {path} ({err})") from None
-        return out
-
-
-def load_pairs(path: str | Path, image_root: str | Path | None = None) -> Pairs:
-    records, _ = read_records(path, image_root=image_root)  # any bad record raises, naming file and line
-    if not records:
-        raise UserError(f"{path}: no preference records")
-    return Pairs(records, Path(path), Path(image_root) if image_root else None)
 
 
 def micro_batch_rows(num_records: int, batch_size: int, seed: int, index: int) -> list[int]:
@@ -99,16 +68,8 @@ def _schedule(config: TrainConfig, total: int) -> Callable[[int], float]:
     return factor
 
 
-def _batch(vlm, pairs: Pairs, rows: list[int]) -> tuple[PairBatch, list[Image.Image]]:
-    images = pairs.images(rows)
-    recs = [pairs.records[r] for r in rows]
-    batch = collate_pairs(vlm.processor, images, [r.prompt for r in recs], [r.chosen for r in recs],
-                          [r.rejected for r in recs])
-    return batch, images
-
-
 def _loss(policy, reference, vlm, pairs: Pairs, rows: list[int], config: TrainConfig, noise_seed: int, device):
-    batch, images = _batch(vlm, pairs, rows)
+    batch, images = pairs.collate(vlm.processor, rows)
     batch = batch.to(device)
     if config.method == "povid":
         generator = torch.Generator().manual_seed(noise_seed)  # fresh noise every step, reproducible
@@ -122,9 +83,8 @@ def evaluate_pairs(policy, reference, vlm, pairs: Pairs, config: TrainConfig, de
     """Mean DPO loss, reward margin and accuracy over ``pairs`` (in file order)."""
     sums: dict[str, float] = {}
     batches = 0
-    for start in range(0, len(pairs.records), config.batch_size):
-        rows = list(range(start, min(start + config.batch_size, len(pairs.records))))
-        batch, _ = _batch(vlm, pairs, rows)
+    for rows in pairs.in_order(config.batch_size):
+        batch, _ = pairs.collate(vlm.processor, rows)
         out = dpo_step(policy, reference, batch.to(device), rows, config)
         for k, v in out.metrics.items():
             sums[k] = sums.get(k, 0.0) + v

@@ -7,19 +7,19 @@ copy, the adapter-disabled policy and precomputed values all look alike here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
 from vlalign.data.corrupt import diffusion_noise, to_pil, to_tensor
-from vlalign.logps import PairBatch, PairLogps, pair_logps, response_argmax
+from vlalign.logps import PairBatch, pair_logps, response_argmax
 from vlalign.losses.dpo import DPOOutput, dpo_loss, sequence_logps, sft_loss
 from vlalign.losses.povid import povid_loss, povid_paper_loss
 from vlalign.train.config import TrainConfig
+from vlalign.train.reference import Reference
 
-Reference = Callable[[PairBatch, "torch.Tensor | None", list[int]], PairLogps]
 
 
 @dataclass

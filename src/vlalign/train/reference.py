@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlalign.logps import PairBatch, PairLogps, collate_pairs, pair_logps
+from vlalign.logps import PairBatch, PairLogps, pair_logps
 from vlalign.losses.dpo import sequence_logps
 from vlalign.train.config import TrainConfig
 
@@ -73,12 +73,9 @@ def precompute(config: TrainConfig, policy, pairs, vlm, model_dir: Path, device)
         if len(table["chosen"]) == len(pairs.records):
             return table
     chosen, rejected = [], []
-    for start in range(0, len(pairs.records), config.batch_size):
-        rows = list(range(start, min(start + config.batch_size, len(pairs.records))))
-        recs = [pairs.records[r] for r in rows]
-        batch = collate_pairs(vlm.processor, pairs.images(rows), [r.prompt for r in recs],
-                              [r.chosen for r in recs], [r.rejected for r in recs]).to(device)
-        logps = pair_logps(policy, batch)
+    for rows in pairs.in_order(config.batch_size):
+        batch, _ = pairs.collate(vlm.processor, rows)
+        logps = pair_logps(policy, batch.to(device))
         chosen.append(sequence_logps(logps.chosen, logps.chosen_mask).cpu())
         rejected.append(sequence_logps(logps.rejected, logps.rejected_mask).cpu())
     table = {"chosen": torch.cat(chosen), "rejected": torch.cat(rejected)}
