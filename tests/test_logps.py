@@ -21,9 +21,13 @@ from vlalign.logps import PairBatch, collate_pairs, pair_logps, response_argmax
 from vlalign.models.load import LoadedVLM, image_token_id, load_vlm
 from vlalign.world.dataset import World
 
-PROMPTS = ["Describe this image.", "Is there a dog in the image?", "What is in this picture? Answer briefly."]
-CHOSEN = ["a red cube and a blue ball .", "yes", "a cat on the table next to a green cube ."]
-REJECTED = ["a dog .", "no , there is a cat and a red ball on the table .", "a ball"]
+PROMPTS = ["Describe this image.", "Is there a dog in the image?", "What is in this picture? Answer briefly.",
+           "Describe this image."]
+CHOSEN = ["a red cube and a blue ball .", "yes", "a cat on the table next to a green cube .", "a dog ."]
+# Answers that share their start with the chosen one (as injected edits do), one that extends it,
+# and ones that differ from the first word.
+REJECTED = ["a dog .", "no , there is a cat and a red ball on the table .", "a cat on the table next to a red ball .",
+            "a dog . a ball on the table ."]
 # The separator each family's response follows its generation prompt with (see _response_ids).
 SEPARATOR = {"llava": " ", "qwen2_vl": ""}
 
@@ -83,7 +87,7 @@ def qwen() -> LoadedVLM:
 @pytest.fixture(scope="module")
 def world_images(tiny_world) -> list[Image.Image]:
     world = World(tiny_world)
-    return [world.load_image(f"images/test/{im['file_name']}") for im in world.coco("instances", "test")["images"][:3]]
+    return [world.load_image(f"images/test/{im['file_name']}") for im in world.coco("instances", "test")["images"][:len(PROMPTS)]]
 
 
 @pytest.fixture(params=["llava", "qwen2_vl"])
@@ -91,7 +95,7 @@ def case(request, world_images) -> tuple[LoadedVLM, list[Image.Image]]:
     """A model and one image per pair; Qwen2-VL's differ in size, so in their number of tokens."""
     if request.param == "llava":
         return request.getfixturevalue("llava"), world_images
-    sizes = [(56, 56), (56, 28), (28, 56)]
+    sizes = [(56, 56), (56, 28), (28, 56), (28, 28)]
     images = [Image.new("RGB", size, (40 * k, 200 - 50 * k, 90)) for k, size in enumerate(sizes)]
     return request.getfixturevalue("qwen"), images
 
@@ -259,3 +263,28 @@ def test_extra_targets_must_match_the_chosen_shape(llava, world_images):
         pair_logps(llava.model, batch, extra_targets=torch.zeros(2, 1, dtype=torch.long))
     with pytest.raises(ValueError, match="as many"):
         collate_pairs(llava.processor, world_images[:2], PROMPTS[:1], CHOSEN[:2], REJECTED[:2])
+
+
+def test_llava_runs_each_shared_prefix_once_without_padding(llava, world_images):
+    """Prompt and common answer start once per pair, each row's own remainder once, nothing padded."""
+    images = world_images[:len(PROMPTS)]
+    batch = collate_pairs(llava.processor, images, PROMPTS, CHOSEN, REJECTED)
+    tokens = []
+    hook = llava.model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: tokens.append(kwargs["inputs_embeds"].shape[:2]), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            pair_logps(llava.model, batch)
+    finally:
+        hook.remove()
+    pairs = len(PROMPTS)
+    lengths = batch.attention_mask.sum(1).tolist()
+    shared = []
+    for i in range(pairs):
+        a, b = batch.input_ids[i, :lengths[i]].tolist(), batch.input_ids[pairs + i, :lengths[pairs + i]].tolist()
+        n = next(k for k in range(min(len(a), len(b)) + 1) if k == min(len(a), len(b)) or a[k] != b[k])
+        shared.append(min(n, len(a) - 1, len(b) - 1))
+    starts = batch.response_mask.int().argmax(1).tolist()
+    assert all(s > starts[i] for i, s in enumerate(shared) if i in (2, 3))  # the answers' common words count
+    rest = sum(lengths[i] - shared[i % pairs] for i in range(2 * pairs))
+    assert tokens == [(1, sum(shared)), (1, rest)]

@@ -9,7 +9,9 @@ once per pair.
 :func:`pair_logps` scores all 2B rows in one pass that does less work than a ``model(**inputs)``
 per sequence (TRL's DPOTrainer): each image is encoded once and its features are scattered into
 both rows of its pair, and the vocabulary projection runs only at the positions that predict
-response tokens. It returns per-token values, so sequence-level losses (DPO) sum them and
+response tokens. On LLaVA-style models (1-D positions) the tokens a pair's two rows share (the
+prompt and the common start of the answers) run once and no padding runs at all; Qwen2-VL's
+multimodal positions make it run the 2B padded rows. It returns per-token values, so sequence-level losses (DPO) sum them and
 token-level ones use them as they are. :func:`response_argmax` gives POVID's noise-triggered
 tokens: the greedy choice at every chosen position when the image is replaced.
 
@@ -135,20 +137,22 @@ def _base(model):
     return base
 
 
-def _embeds(base, ids: torch.Tensor, pixel_values: torch.Tensor, grid: torch.Tensor | None,
-            copies: int) -> torch.Tensor:
-    """(rows, W, H) input embeddings of ``ids`` (rows, W), image features in place of placeholders.
-
-    Each pair's image is encoded once; the rows hold ``copies`` runs of the B pairs (chosen,
-    then rejected), and every run gets the same features, as the model's own forward would.
-    """
+def _image_features(base, pixel_values: torch.Tensor, grid: torch.Tensor | None) -> list[torch.Tensor]:
+    """One (tokens_i, H) tensor per image of the batch, each image encoded once."""
     inner = base.model
-    embeds = inner.get_input_embeddings()(ids)  # (rows, W, H)
+    dtype = inner.get_input_embeddings().weight.dtype
     extra = {} if grid is None else {"image_grid_thw": grid}
-    features = inner.get_image_features(pixel_values=pixel_values.to(embeds.device, embeds.dtype),
-                                        return_dict=True, **extra).pooler_output  # B tensors (tokens_i, H)
-    # masked_scatter fills placeholders row by row: chosen rows take images 0..B-1, rejected rows again.
-    features = torch.cat(list(features) * copies).to(embeds.dtype)
+    features = inner.get_image_features(pixel_values=pixel_values.to(dtype), return_dict=True, **extra).pooler_output
+    return [f.to(dtype) for f in features]
+
+
+def _embeds(base, ids: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+    """(rows, W, H) input embeddings of ``ids`` (rows, W), ``features`` in place of the image placeholders.
+
+    ``features`` are in the order their images appear in ``ids``, row by row (masked_scatter's).
+    """
+    embeds = base.model.get_input_embeddings()(ids)  # (rows, W, H)
+    features = torch.cat(features)
     image_mask = ids == base.config.image_token_id
     if int(image_mask.sum()) != features.shape[0]:
         raise ValueError(f"{int(image_mask.sum())} image placeholders but {features.shape[0]} image features")
@@ -160,7 +164,8 @@ def _hidden(base, batch: PairBatch, pixel_values: torch.Tensor, rows: int) -> to
     inner, pairs = base.model, batch.num_pairs
     width = int(batch.attention_mask[:rows].sum(1).max())
     ids, mask = batch.input_ids[:rows, :width], batch.attention_mask[:rows, :width]
-    embeds = _embeds(base, ids, pixel_values, batch.image_grid_thw, rows // pairs)
+    # Chosen rows take images 0..B-1 and rejected rows the same again: each image is encoded once.
+    embeds = _embeds(base, ids, _image_features(base, pixel_values, batch.image_grid_thw) * (rows // pairs))
     position_ids = None  # LLaVA: 0..n-1 per row, which right padding leaves correct
     if base.config.model_type == "qwen2_vl":
         # Multimodal rotary positions (3, rows, W): image tokens get (t, h, w) grid positions.
@@ -172,46 +177,92 @@ def _hidden(base, batch: PairBatch, pixel_values: torch.Tensor, rows: int) -> to
     return out.last_hidden_state
 
 
-def _shared_prompt_hidden(base, batch: PairBatch) -> torch.Tensor:
-    """What :func:`_hidden` gives for all 2B rows, with each pair's prompt run once (LLaVA family).
+def _block_mask(query_ok: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(1, 1, Q, K) additive attention mask from a (Q, K) bool matrix of allowed pairs."""
+    mask = torch.zeros(query_ok.shape, dtype=dtype, device=query_ok.device)
+    return mask.masked_fill(~query_ok, torch.finfo(dtype).min)[None, None]
 
-    Chosen and rejected rows of a pair share their prompt (template, image tokens, question),
-    often half of each row. The B prompts run once with a KV cache; the cache is repeated for
-    the two responses of each pair, which run after it at their own positions. Only the
-    columns that predict response tokens (the prompt's last, then the response's) are filled;
-    the others hold zeros and are never read.
+
+def _packed_hidden(base, batch: PairBatch, pairs: list[int], features: list[torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states of the ``pairs``' shared prefixes and remainders, packed without padding (LLaVA family).
+
+    A pair's chosen and rejected rows agree up to some token: the whole prompt (template, image,
+    question) and often the start of the answers (an injected edit leaves the words before it
+    alone). That shared prefix runs once; the two remainders run after it from the KV cache.
+    The prefixes of all ``pairs`` are packed into one sequence and all remainders into another,
+    with masks that keep each to its own pair and positions that restart per pair, so no
+    position is padding and each row computes what it would alone.
+
+    Returns:
+        states: (P + R, H), the P packed prefix tokens' states, then the R remainder tokens'.
+        where: (2B, L) long, for each row and position of ``batch`` inside this group, the
+            index into ``states`` of that position's state (-1 outside the group or the row).
     """
-    inner, pairs = base.model, batch.num_pairs
-    starts = batch.response_mask[:pairs].int().argmax(1)  # (B,) prompt lengths
-    width_p = int(starts.max())
-    # (B, P): a shorter prompt is followed by its chosen response in the batch; that is not prompt
-    prompt_mask = (torch.arange(width_p, device=starts.device) < starts[:, None]).long()
-    embeds = _embeds(base, batch.input_ids[:pairs, :width_p], batch.pixel_values, batch.image_grid_thw, 1)
-    out = inner.language_model(inputs_embeds=embeds, attention_mask=prompt_mask, use_cache=True)
-    cache = out.past_key_values
-    cache.reorder_cache(torch.arange(pairs, device=embeds.device).repeat(2))  # (2B rows): chosen, then rejected
-    lengths = batch.response_mask.sum(1)  # (2B,)
-    width_r = int(lengths.max())
-    row_starts = starts.repeat(2)
-    cols = row_starts[:, None] + torch.arange(width_r, device=embeds.device)  # (2B, R) columns in the full rows
-    valid = torch.arange(width_r, device=embeds.device) < lengths[:, None]
-    cols = torch.where(valid, cols, 0)
-    ids = torch.where(valid, batch.input_ids.gather(1, cols), batch.pad_token_id)
-    # An explicit (2B, 1, R, P + R) additive mask: the model would derive causality from
-    # position_ids, which here start at each row's own prompt length, not at P.
-    causal = torch.ones(width_r, width_r, dtype=torch.bool, device=embeds.device).tril()
-    allowed = torch.cat([prompt_mask.bool().repeat(2, 1)[:, None, :].expand(-1, width_r, -1),
-                         causal[None] & valid[:, None, :]], dim=2)
-    mask = torch.zeros(allowed.shape, dtype=embeds.dtype, device=embeds.device)
-    mask = mask.masked_fill(~allowed, torch.finfo(embeds.dtype).min)[:, None]
-    cont = inner.language_model(inputs_embeds=inner.get_input_embeddings()(ids), attention_mask=mask,
-                                position_ids=cols, past_key_values=cache, use_cache=True).last_hidden_state
-    hidden = cont.new_zeros(2 * pairs, int(batch.attention_mask.sum(1).max()), cont.shape[-1])
-    rows = torch.arange(2 * pairs, device=cont.device)
-    last_prompt = out.last_hidden_state[torch.arange(pairs, device=cont.device), starts - 1].repeat(2, 1)
-    hidden = hidden.index_put((rows, row_starts - 1), last_prompt)
-    r, j = valid.nonzero(as_tuple=True)
-    return hidden.index_put((r, cols[r, j]), cont[r, j])
+    inner, total, device = base.model, batch.num_pairs, batch.input_ids.device
+    ids, lengths = batch.input_ids, batch.attention_mask.sum(1)
+    index = torch.tensor(pairs, device=device)
+    both = torch.stack([index, index + total])  # (2, G): chosen row, rejected row
+    same = (ids[both[0]] == ids[both[1]]).long().cumprod(1).sum(1)  # (G,) length of the common prefix
+    # Each row keeps at least one token of its own after the prefix (its eos, if nothing else).
+    shared = torch.minimum(same, torch.minimum(lengths[both[0]], lengths[both[1]]) - 1)
+    columns = torch.arange(ids.shape[1], device=device)
+
+    # Prefix tokens: (pair g, position t < shared[g]), packed pair by pair.
+    in_prefix = columns < shared[:, None]  # (G, L)
+    g_p, t_p = in_prefix.nonzero(as_tuple=True)
+    prefix_ids = ids[index[g_p], t_p][None]  # (1, P)
+    allowed = (g_p[:, None] == g_p[None]) & (t_p[None] <= t_p[:, None])
+    embeds = _embeds(base, prefix_ids, [features[p] for p in pairs])
+    out = inner.language_model(inputs_embeds=embeds, attention_mask=_block_mask(allowed, embeds.dtype),
+                               position_ids=t_p[None], use_cache=True)
+
+    # Remainder tokens: (row k of 2G, position shared <= t < length), packed row by row.
+    rows = both.reshape(-1)  # (2G,) chosen rows of the group, then rejected
+    pair_of_row = torch.arange(len(pairs), device=device).repeat(2)
+    in_rest = (columns >= shared[pair_of_row][:, None]) & (columns < lengths[rows][:, None])  # (2G, L)
+    k_r, t_r = in_rest.nonzero(as_tuple=True)
+    to_prefix = pair_of_row[k_r][:, None] == g_p[None]  # a remainder sees all of its pair's prefix
+    to_rest = (k_r[:, None] == k_r[None]) & (t_r[None] <= t_r[:, None])
+    rest = inner.language_model(inputs_embeds=inner.get_input_embeddings()(ids[rows[k_r], t_r][None]),
+                                attention_mask=_block_mask(torch.cat([to_prefix, to_rest], 1), embeds.dtype),
+                                position_ids=t_r[None], past_key_values=out.past_key_values, use_cache=False)
+    states = torch.cat([out.last_hidden_state[0], rest.last_hidden_state[0]])  # (P + R, H)
+
+    where = torch.full(ids.shape, -1, dtype=torch.long, device=device)
+    n_prefix = len(t_p)
+    for side in range(2):  # a prefix state serves both rows of its pair
+        where[both[side][g_p], t_p] = torch.arange(n_prefix, device=device)
+    where[rows[k_r], t_r] = n_prefix + torch.arange(len(t_r), device=device)
+    return states, where
+
+
+# Pairs are packed in groups of at most this many tokens, so that the (tokens x tokens) masks
+# stay small; a single pair longer than this is a group of its own.
+PACKED_TOKENS = 8192
+
+
+def _packed_predicting(base, batch: PairBatch) -> torch.Tensor:
+    """(N, H) the states that predict each response token, row by row, via :func:`_packed_hidden`."""
+    lengths = batch.attention_mask.sum(1)
+    per_pair = (lengths[: batch.num_pairs] + lengths[batch.num_pairs:]).tolist()
+    groups, size = [[]], 0
+    for pair, n in enumerate(per_pair):
+        if groups[-1] and size + n > PACKED_TOKENS:
+            groups.append([])
+            size = 0
+        groups[-1].append(pair)
+        size += n
+    rows, cols = batch.response_mask.nonzero(as_tuple=True)  # row-major: the order of the targets
+    features = _image_features(base, batch.pixel_values, None)
+    states, where = [], torch.full_like(batch.input_ids, -1)
+    offset = 0
+    for group in groups:
+        group_states, group_where = _packed_hidden(base, batch, group, features)
+        where = torch.where(group_where >= 0, group_where + offset, where)
+        states.append(group_states)
+        offset += len(group_states)
+    return torch.cat(states)[where[rows, cols - 1]]
 
 
 def _uses_checkpointing(base) -> bool:
@@ -235,14 +286,13 @@ def pair_logps(model, batch: PairBatch, *, extra_targets: torch.Tensor | None = 
     """
     base = _base(model)
     pairs = batch.num_pairs
-    if base.config.model_type == "llava" and not _uses_checkpointing(base):  # 1-D positions: prompts can be shared
-        hidden = _shared_prompt_hidden(base, batch)  # (2B, L, H)
+    if base.config.model_type == "llava" and not _uses_checkpointing(base):  # 1-D positions: prefixes can be shared
+        predicting = _packed_predicting(base, batch)  # (N, H)
     else:
-        hidden = _hidden(base, batch, batch.pixel_values, 2 * pairs)
-    width = hidden.shape[1]
-    predicts = batch.response_mask[:, 1:width]  # hidden state t predicts token t + 1
-    targets = batch.input_ids[:, 1:width][predicts]  # (N,) every response token, row by row
-    logits = base.lm_head(hidden[:, :-1][predicts]).float()  # (N, V): response positions only
+        hidden = _hidden(base, batch, batch.pixel_values, 2 * pairs)  # (2B, W, H)
+        predicting = hidden[:, :-1][batch.response_mask[:, 1:hidden.shape[1]]]  # hidden state t predicts token t + 1
+    targets = batch.input_ids[batch.response_mask]  # (N,) every response token, row by row
+    logits = base.lm_head(predicting).float()  # (N, V): response positions only
     log_z = logits.logsumexp(-1)
     token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - log_z
     layout = _left_aligned(batch.response_mask)  # (2B, longest response)
