@@ -21,6 +21,9 @@ def _render(category, rng: np.random.Generator, size: int = 32) -> np.ndarray:
 
 def test_glyph_identities_are_unique():
     assert len({(c.shape, c.texture) for c in CATEGORIES}) == len(CATEGORIES) >= 24
+    # Every patch of an object identifies it: no two categories share a (texture, colour).
+    looks = [(c.texture, color) for c in CATEGORIES for color in c.palette]
+    assert len(set(looks)) == len(looks) == 2 * len(CATEGORIES)
     for shape in SHAPES:
         poly = shape_polygon(shape)
         assert poly.shape[1] == 2 and np.abs(poly).max() <= 1.0 + 1e-9

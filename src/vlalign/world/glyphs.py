@@ -1,7 +1,7 @@
 """Procedural glyphs: how each category is drawn.
 
-A category is a (shape, texture) pair, unique per category, filled with one of its palette
-colours. Instances vary in size, aspect, rotation, colour shade and position; a ``faint``
+A category is a (shape, texture) pair, unique per category, in one of its two palette
+colours ((texture, colour) is unique too). Instances vary in size, aspect, rotation, colour shade and position; a ``faint``
 instance is drawn at low contrast (COCO's small or occluded objects: annotated and mentioned
 in captions, hard to see).
 """
@@ -80,9 +80,10 @@ def draw_instance(
     local = [(float((x - x0) * k), float((y - y0) * k)) for x, y in polygon]
     mask_img = Image.new("L", ((x1 - x0) * k, (y1 - y0) * k), 0)
     draw = ImageDraw.Draw(mask_img)
+    extent = float((polygon.max(axis=0) - polygon.min(axis=0)).max())
+    border = max(k, round(0.1 * extent * k))
     if category.texture == "hollow":
-        extent = float((polygon.max(axis=0) - polygon.min(axis=0)).max())
-        draw.polygon(local, outline=255, width=max(k, round(0.1 * extent * k)))
+        draw.polygon(local, outline=255, width=border)
     else:
         draw.polygon(local, fill=255)
     mask = np.asarray(mask_img, dtype=np.float32).reshape(y1 - y0, k, x1 - x0, k).mean(axis=(1, 3)) / 255.0
@@ -95,6 +96,16 @@ def draw_instance(
         pattern = ((xx + yy) // 2) % 2 == 0  # diagonal stripes, 2 px wide
     elif category.texture == "dots":
         pattern = (xx % 4 < 2) & (yy % 4 < 2)
+    elif category.texture == "checks":
+        pattern = (xx // 3 + yy // 3) % 2 == 0  # 3 px squares
+    elif category.texture == "bands":
+        pattern = (yy // 2) % 2 == 0  # horizontal bands, 2 px wide
+    elif category.texture == "grid":
+        pattern = (xx % 5 == 0) | (yy % 5 == 0)  # 1 px lines every 5 px
+    elif category.texture == "outlined":  # filled, with a contrasting rim
+        rim = Image.new("L", mask_img.size, 0)
+        ImageDraw.Draw(rim).polygon(local, outline=255, width=border)
+        pattern = np.asarray(rim, dtype=np.float32).reshape(y1 - y0, k, x1 - x0, k).mean(axis=(1, 3)) > 127
     else:
         pattern = None
     if pattern is not None:

@@ -2,8 +2,13 @@
 
 Category names are COCO category names and the synonyms are taken from CHAIR's COCO synonym
 list (the subset that applies), so captions exercise the same synonym machinery as real COCO.
-Each category is drawn as a glyph: one of eight shapes times one of four textures, which makes
-every (shape, texture) pair unique, plus a two-colour palette that gives the ``color`` attribute.
+Each category is drawn as a glyph: one of eight shapes, one of eight textures (four categories
+each) and a two-colour palette that gives the ``color`` attribute. Every (shape, texture) pair is
+unique, and so is every (texture, colour) pair: the four categories of a texture use eight
+different colours. A tiny vision encoder at 16-pixel patches tells textures and colours apart
+far more easily than outlines, so this makes each object identifiable from any patch of it, as
+a real encoder identifies a dog from its fur; what then decides whether the model names an
+object is how well it can see it (faint, overlapped) against what the scene makes likely.
 
 Scenes are the source of co-occurrence: the training split draws most objects from the scene's
 list, the evaluation splits do not (see :mod:`vlalign.world.scenes`).
@@ -14,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "plus", "hexagon", "chevron")
-TEXTURES = ("solid", "stripes", "dots", "hollow")
+TEXTURES = ("solid", "stripes", "dots", "hollow", "checks", "bands", "outlined", "grid")
 
 # Named colours an instance can take (RGB). The name is what captions say.
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -44,44 +49,44 @@ class Category:
     palette: tuple[str, str]
 
 
-# (name, synonyms, palette). Order fixes ids (1-based) and glyphs: shape = i % 8, texture = i // 8.
+# (name, synonyms, palette). Order fixes ids (1-based) and glyphs: shape = i % 8, texture = i // 4.
 _CATEGORY_TABLE: tuple[tuple[str, tuple[str, ...], tuple[str, str]], ...] = (
-    ("oven", ("stove",), ("black", "gray")),
+    ("oven", ("stove",), ("black", "red")),
     ("refrigerator", ("fridge",), ("white", "gray")),
-    ("sink", (), ("gray", "white")),
+    ("sink", (), ("blue", "yellow")),
     ("bottle", (), ("green", "brown")),
     ("bowl", (), ("white", "blue")),
-    ("car", ("automobile", "taxi"), ("red", "blue")),
-    ("bus", (), ("yellow", "red")),
-    ("truck", ("pickup",), ("orange", "blue")),
+    ("car", ("automobile", "taxi"), ("red", "black")),
+    ("bus", (), ("yellow", "orange")),
+    ("truck", ("pickup",), ("green", "gray")),
     ("traffic light", ("stoplight",), ("green", "red")),
     ("bicycle", ("bike",), ("blue", "black")),
     ("couch", ("sofa",), ("brown", "purple")),
-    ("tv", ("television", "monitor"), ("black", "gray")),
+    ("tv", ("television", "monitor"), ("gray", "white")),
     ("chair", ("seat", "stool"), ("brown", "orange")),
     ("remote", (), ("black", "gray")),
-    ("potted plant", ("plant", "houseplant"), ("green", "brown")),
-    ("dining table", ("table", "desk"), ("brown", "white")),
+    ("potted plant", ("plant", "houseplant"), ("green", "purple")),
+    ("dining table", ("table", "desk"), ("white", "red")),
     ("pizza", (), ("orange", "yellow")),
     ("fork", (), ("gray", "white")),
-    ("cup", ("mug",), ("white", "red")),
-    ("cake", ("cupcake",), ("pink", "white")),
-    ("cow", ("cattle", "bull", "calf"), ("black", "brown")),
-    ("sheep", ("lamb", "ram"), ("white", "gray")),
-    ("horse", ("pony", "foal"), ("brown", "black")),
-    ("dog", ("puppy", "pup"), ("brown", "yellow")),
+    ("cup", ("mug",), ("red", "blue")),
+    ("cake", ("cupcake",), ("pink", "brown")),
+    ("cow", ("cattle", "bull", "calf"), ("black", "white")),
+    ("sheep", ("lamb", "ram"), ("gray", "pink")),
+    ("horse", ("pony", "foal"), ("brown", "orange")),
+    ("dog", ("puppy", "pup"), ("yellow", "red")),
     ("bird", ("parrot", "pigeon"), ("blue", "yellow")),
-    ("surfboard", ("board",), ("yellow", "blue")),
+    ("surfboard", ("board",), ("white", "orange")),
     ("umbrella", ("parasol",), ("red", "purple")),
-    ("kite", (), ("red", "green")),
+    ("kite", (), ("green", "pink")),
     ("person", ("man", "woman", "boy", "girl", "child"), ("pink", "orange")),
     ("laptop", ("computer", "notebook"), ("gray", "black")),
-    ("keyboard", (), ("black", "white")),
+    ("keyboard", (), ("white", "blue")),
     ("book", ("novel",), ("purple", "red")),
 )
 
 CATEGORIES: tuple[Category, ...] = tuple(
-    Category(i + 1, name, syn, SHAPES[i % len(SHAPES)], TEXTURES[i // len(SHAPES)], pal)
+    Category(i + 1, name, syn, SHAPES[i % len(SHAPES)], TEXTURES[i // 4], pal)
     for i, (name, syn, pal) in enumerate(_CATEGORY_TABLE)
 )
 BY_NAME: dict[str, Category] = {c.name: c for c in CATEGORIES}
