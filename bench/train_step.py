@@ -1,6 +1,6 @@
 """One DPO training step, vlalign against TRL's DPOTrainer, and POVID stage 2 against vlalign's DPO.
 
-    python bench/train_step.py [--model runs/base/llava] [--data runs/prefs/inject.jsonl]
+    python bench/train_step.py [--model runs/base/llava] [--data runs/prefs/objects.jsonl]
                                [--batch-size 8] [--steps 20] [--warmup 3] [--threads 1]
 
 Same model weights, the same first ``--batch-size`` pairs of ``--data``, fp32 on the CPU, full
@@ -190,7 +190,7 @@ def spawn(args, which: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/base/llava")
-    parser.add_argument("--data", default="runs/prefs/inject.jsonl", help="vlalign preference records (JSONL)")
+    parser.add_argument("--data", default="runs/prefs/objects.jsonl", help="vlalign preference records (JSONL)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per step (K)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (at least 1)")
