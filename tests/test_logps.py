@@ -288,3 +288,25 @@ def test_llava_runs_each_shared_prefix_once_without_padding(llava, world_images)
     assert all(s > starts[i] for i, s in enumerate(shared) if i in (2, 3))  # the answers' common words count
     rest = sum(lengths[i] - shared[i % pairs] for i in range(2 * pairs))
     assert tokens == [(1, sum(shared)), (1, rest)]
+
+
+def test_packing_pairs_in_groups_changes_nothing(llava, world_images, monkeypatch):
+    """One pair per packed group, or all in one: the same log-probs."""
+    import vlalign.logps as logps
+
+    images = world_images[:len(PROMPTS)]
+    batch = collate_pairs(llava.processor, images, PROMPTS, CHOSEN, REJECTED)
+    calls = []
+    hook = llava.model.model.language_model.register_forward_pre_hook(lambda *args: calls.append(1))
+    try:
+        with torch.no_grad():
+            monkeypatch.setitem(logps.PACKED_TOKENS, "cpu", 10**6)
+            together = pair_logps(llava.model, batch)
+            assert len(calls) == 2
+            monkeypatch.setitem(logps.PACKED_TOKENS, "cpu", 1)
+            apart = pair_logps(llava.model, batch)
+            assert len(calls) == 2 + 2 * len(PROMPTS)
+    finally:
+        hook.remove()
+    for a, b in ((together.chosen, apart.chosen), (together.rejected, apart.rejected)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
