@@ -169,19 +169,28 @@ def test_unknown_kind_is_refused():
         RulesConfig(kinds=["colour"]).validate()
 
 
-def test_a_substituted_object_takes_a_colour_it_can_have(injected, tiny_world):
+def test_a_substituted_object_keeps_the_stated_colour_or_takes_one_it_can_have(injected, tiny_world):
     from vlalign.eval.run import open_data
     from vlalign.generate.inject import _synonym_groups
 
     knowledge = Knowledge.from_coco(open_data(tiny_world, "train").instances,
                                     _synonym_groups(open_data(tiny_world, "train").vocab))
     words = _word_to_category(tiny_world)
-    checked = 0
-    for _, _, edits in injected:
+    all_colors = {c for cs in knowledge.colors.values() for c in cs}
+    checked = kept = 0
+    for _, text, edits in injected:
         for e in edits:
-            all_colors = {c for cs in knowledge.colors.values() for c in cs}
-            if e.kind == "substitute" and e.new.split()[0] in all_colors:
+            if e.kind != "substitute":
+                continue
+            if e.new.split()[0] in all_colors:  # the colour was replaced along with the object
                 color, word = e.new.split(" ", 1)
-                assert color in knowledge.colors[words[word]], e
                 checked += 1
-    assert checked > 0
+            else:  # the colour the text states (if any) stayed: the new object must be able to have it
+                stated = text[:e.start].split()[-1:]
+                if not stated or stated[0] not in all_colors:
+                    continue
+                color, word = stated[0], e.new.split(" ", 1)[-1] if e.new.split()[0] in ("a", "an") else e.new
+                kept += 1
+            category = words.get(word) or words[word.rstrip("s")]
+            assert color in knowledge.colors[category], e
+    assert kept > 0 and kept >= checked  # keeping the colour is the rule, replacing it the fallback

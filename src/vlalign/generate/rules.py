@@ -5,7 +5,9 @@ one: objects that co-occur with what is there but are absent, wrong attributes, 
 This backend makes the same kinds of edit with rules learned from a dataset's annotations:
 
 - ``insert``: add a sentence naming an absent object that often appears with the present ones;
-- ``substitute``: rename a present object as an absent co-occurring one;
+- ``substitute``: rename a present object as an absent co-occurring one, one that can have the
+  colour the text gives it when there is such an object ("a blue sink" -> "a blue bird": the
+  confusion a model that reads colour better than shape makes);
 - ``color`` / ``size`` / ``position`` / ``count``: change an attribute the text states, to a
   value no instance of that object has;
 - ``flip``: a yes/no answer turned around.
@@ -152,9 +154,12 @@ class Injector:
         self._all_colors = {c for colors in knowledge.colors.values() for c in colors}
 
     # -- choosing an absent object ------------------------------------------------------------
-    def _absent_object(self, present: set[str], mentioned: set[str], rng: np.random.Generator) -> str | None:
-        """An absent category, drawn in proportion to how often it appears with the present ones."""
-        candidates = [c for c in self.categories if c not in present and c not in mentioned]
+    def _absent_object(self, present: set[str], mentioned: set[str], rng: np.random.Generator,
+                       color: str | None = None) -> str | None:
+        """An absent category (that can have ``color``, if given), drawn in proportion to how often
+        it appears with the present ones."""
+        candidates = [c for c in self.categories if c not in present and c not in mentioned
+                      and (color is None or color in self.k.colors.get(c, ()))]
         if not candidates:
             return None
         weights = np.array([1.0 + sum(self.k.cooccur.get(p, {}).get(c, 0) for p in present) for c in candidates])
@@ -193,17 +198,20 @@ class Injector:
         if not mentions or _YES_NO.match(text):
             return None
         target = mentions[int(rng.integers(len(mentions)))]
-        absent = self._absent_object(self.k.present(image_id), {m.category for m in self.find(text)}, rng)
+        start, before = target.start, text[:target.start]
+        stated = re.search(r"\b(\w+)\s+$", before)
+        color = stated.group(1) if stated and stated.group(1) in self._all_colors else None
+        present, mentioned = self.k.present(image_id), {m.category for m in self.find(text)}
+        absent = (color and self._absent_object(present, mentioned, rng, color)) or \
+            self._absent_object(present, mentioned, rng)
         if absent is None:
             return None
         word = self._word(absent, rng)
         word = plural(word) if target.plural else word
-        start, before = target.start, text[:target.start]
-        # A colour stated for the old object would give the edit away ("a red bottle" when
-        # bottles are never red): the new object gets one of its own colours.
-        stated = re.search(r"\b(\w+)\s+$", before)
+        # A colour stated for the old object that the new one never has would give the edit away
+        # ("a red bottle" when bottles are never red): then the new object gets one of its own.
         colors = self.k.colors.get(absent)
-        if stated and colors and stated.group(1) in self._all_colors:
+        if color and colors and color not in colors:
             start, before = stated.start(1), text[:stated.start(1)]
             word = f"{colors[int(rng.integers(len(colors)))]} {word}"
         art = re.search(r"\b(an?)\s+$", before, re.IGNORECASE)
