@@ -9,4 +9,6 @@ mask ``(B, L)``, reduced to sequence log-probs ``(B,)`` by
 * :mod:`vlalign.losses.povid`: POVID's two-dispreferred-response objective, in the form its
   released code trains with and in the single-sigmoid form its paper states; both are built on
   :func:`vlalign.losses.dpo.dpo_loss`.
+* :mod:`vlalign.losses.tpo`: TPO's self-calibrated token weights and its DPO over
+  ``log p + log c`` per token (the visual-anchored scores that feed it come from model calls).
 """
