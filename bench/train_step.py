@@ -1,4 +1,4 @@
-"""One DPO training step, vlalign against TRL's DPOTrainer, and POVID stage 2 against vlalign's DPO.
+"""One DPO training step, vlalign against TRL's DPOTrainer; POVID stage 2 and TPO against vlalign's DPO.
 
     python bench/train_step.py [--model runs/base/llava] [--data runs/prefs/objects.jsonl]
                                [--batch-size 8] [--steps 20] [--warmup 3] [--threads 1]
@@ -79,7 +79,7 @@ def run_vlalign(args, method: str) -> dict:
     from vlalign.models.load import load_vlm
     from vlalign.train.config import TrainConfig
     from vlalign.train.data import load_pairs
-    from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step
+    from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step, tpo_step
     from vlalign.train.model import prepare_policy
     from vlalign.train.reference import make_reference
 
@@ -99,9 +99,9 @@ def run_vlalign(args, method: str) -> dict:
     generator = torch.Generator().manual_seed(0)
 
     def step() -> float:
-        if method == "povid":  # fresh noise every step, as the training loop does
+        if method in ("povid", "tpo"):  # fresh noise every step, as the training loop does
             noisy = corrupt_pixels(vlm.processor, images, config.noise_step, config.noise_mode, generator)
-            out = povid_step(policy, reference, batch, rows, config, noisy)
+            out = (povid_step if method == "povid" else tpo_step)(policy, reference, batch, rows, config, noisy)
         else:
             out = dpo_step(policy, reference, batch, rows, config)
         out.loss.backward()
@@ -168,7 +168,7 @@ def child(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    result = run_trl(args) if args.only == "trl" else run_vlalign(args, "povid" if args.only == "povid" else "dpo")
+    result = run_trl(args) if args.only == "trl" else run_vlalign(args, "dpo" if args.only == "vlalign" else args.only)
     print("RESULT " + json.dumps({**result, "threads": torch.get_num_threads()}))
 
 
@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each child (0: torch's default)")
-    parser.add_argument("--only", choices=["vlalign", "trl", "povid"], help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=["vlalign", "trl", "povid", "tpo"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.warmup = max(1, args.warmup)
     if not Path(args.model, "config.json").is_file():
@@ -209,16 +209,17 @@ def main() -> None:
         return child(args)
 
     res = {}
-    for which in ("vlalign", "trl", "povid"):
+    for which in ("vlalign", "trl", "povid", "tpo"):
         print(f"running {which} ...", file=sys.stderr, flush=True)
         res[which] = spawn(args, which)
     trl_r, ours = res["trl"], res["vlalign"]
-    names = {"vlalign": "vlalign DPO", "trl": f"TRL {trl_r['version']} DPOTrainer", "povid": "vlalign POVID stage 2"}
+    names = {"vlalign": "vlalign DPO", "trl": f"TRL {trl_r['version']} DPOTrainer", "povid": "vlalign POVID stage 2",
+             "tpo": "vlalign TPO"}
 
     print("\n| framework | median s/step | tokens/s | peak RSS MiB | RSS before steps MiB | peak during steps "
           "above that MiB | time vs TRL | peak RSS vs TRL |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for which in ("vlalign", "trl", "povid"):
+    for which in ("vlalign", "trl", "povid", "tpo"):
         r = res[which]
         extra = "n/a" if r["steps_extra_mib"] is None else f"{r['steps_extra_mib']:.0f}"
         print(f"| {names[which]} | {r['median_s']:.4f} | {r['tokens'] / r['median_s']:.0f} | {r['peak_mib']:.0f} | "
@@ -230,8 +231,11 @@ def main() -> None:
           f"{'met' if mem_ratio <= 1.0 else 'NOT met'})")
     print(f"POVID stage-2 step / vlalign DPO step: {res['povid']['median_s'] / ours['median_s']:.2f}x time "
           f"(includes corrupting the {args.batch_size} images each step)")
+    tpo_ratio = res["tpo"]["median_s"] / ours["median_s"]
+    print(f"TPO step / vlalign DPO step: {tpo_ratio:.2f}x time (goal <= 1.40x: {'met' if tpo_ratio <= 1.4 else 'NOT met'}; "
+          "policy and reference each score both answers with the clean and the corrupted image)")
     print("\nsanity checks (policy == reference at step 1, so the DPO loss should be log 2 = 0.6931):")
-    for which in ("vlalign", "trl", "povid"):
+    for which in ("vlalign", "trl", "povid", "tpo"):
         r = res[which]
         print(f"- {names[which]}: first loss {r['first_loss']:.4f}, trainable params {r['trainable']:,}, "
               f"batch {r['shape'][0]}x{r['shape'][1]} ids, {r['tokens']} real tokens, {r['response_tokens']} "

@@ -232,7 +232,7 @@ def test_generate_noisy_writes_the_models_answers_to_corrupted_images(tmp_path, 
     assert again.returncode == 0 and f"{len(rows)} already there" in again.stdout
 
 
-@pytest.mark.parametrize("method", ["dpo", "povid"])
+@pytest.mark.parametrize("method", ["dpo", "povid", "tpo"])
 def test_train_runs_end_to_end_and_the_model_loads(tmp_path, tiny_world, tiny_base, method):
     prefs = tmp_path / "prefs.jsonl"
     assert main(["generate", "inject", "--data", str(tiny_world), "--out", str(prefs), "--limit", "24"]) == 0

@@ -108,8 +108,10 @@ def image_pixels(batch: PairBatch, pixel_values: torch.Tensor, i: int) -> torch.
     return pixel_values[sum(sizes[:i]):sum(sizes[:i + 1])]
 
 
-def naive(vlm: LoadedVLM, image, prompt: str, response: str, pixel_values=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One sequence alone through ``model(**inputs)``: (n, V) log-probs at its n response tokens, and the tokens."""
+def naive(vlm: LoadedVLM, image, prompt: str, response: str, pixel_values=None,
+          raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sequence alone through ``model(**inputs)``: (n, V) log-probs (or ``raw`` logits) at its
+    n response tokens, and the tokens."""
     tok = vlm.processor.tokenizer
     inputs = vlm.processor(images=[image], text=[chat_prompt(vlm.processor, prompt)], return_tensors="pt")
     response_ids = tok(SEPARATOR[vlm.family] + response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -121,8 +123,8 @@ def naive(vlm: LoadedVLM, image, prompt: str, response: str, pixel_values=None) 
         inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(response_ids)], 1)
     if pixel_values is not None:
         inputs["pixel_values"] = pixel_values
-    logits = vlm.model(**inputs).logits[0]  # (T, V)
-    return logits.float().log_softmax(-1)[n_prompt - 1:-1], response_ids[0]
+    logits = vlm.model(**inputs).logits[0].float()  # (T, V)
+    return (logits if raw else logits.log_softmax(-1))[n_prompt - 1:-1], response_ids[0]
 
 
 def test_collate_layout(case):
@@ -175,6 +177,11 @@ def test_pair_logps_equal_the_naive_forward(case):
                 expected = logp.gather(-1, targets[:, None]).squeeze(-1)
                 torch.testing.assert_close(values[i, :n], expected, atol=1e-5, rtol=0)
                 assert (values[i, n:] == 0).all()
+                raw = out.chosen_logits if responses is CHOSEN else out.rejected_logits
+                logits, _ = naive(vlm, image, PROMPTS[i], responses[i], raw=True)
+                torch.testing.assert_close(raw[i, :n], logits.gather(-1, targets[:, None]).squeeze(-1),
+                                           atol=1e-4, rtol=0)
+                assert (raw[i, n:] == 0).all()
                 if responses is CHOSEN:
                     expected_extra = logp.gather(-1, extra[i, :n, None]).squeeze(-1)
                     torch.testing.assert_close(out.chosen_extra[i, :n], expected_extra, atol=1e-5, rtol=0)

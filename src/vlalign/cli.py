@@ -16,6 +16,7 @@ from pathlib import Path
 from vlalign import __version__
 from vlalign.errors import UserError
 from vlalign.io import check_output_dir
+from vlalign.train.config import METHODS
 
 DEFAULT_RUN = Path("runs/demo")
 
@@ -444,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     noisy.set_defaults(func=cmd_generate_noisy)
 
     tr = sub.add_parser("train", help="align a VLM on preference records (DPO, POVID)")
-    tr.add_argument("--method", choices=("dpo", "povid"), help="overrides the config's method")
+    tr.add_argument("--method", choices=METHODS, help="overrides the config's method")
     tr.add_argument("--model", required=True, help="VLM directory to start from")
     tr.add_argument("--data", required=True, help="preference records (JSON Lines, any supported format)")
     tr.add_argument("--out", required=True, help="run directory (model/, checkpoints/, metrics.jsonl, tensorboard/)")

@@ -78,6 +78,8 @@ class PairLogps:
         rejected_mask: (B, Lr) bool.
         chosen_extra: (B, Lc) log-probs of ``extra_targets`` at the chosen positions under the
             same forward, or None when no extra targets were given.
+        chosen_logits, rejected_logits: (B, Lc), (B, Lr) the raw (pre-softmax) logit of each
+            response token, 0 where the mask is False (TPO's visual-anchored score uses them).
     """
 
     chosen: torch.Tensor
@@ -85,6 +87,8 @@ class PairLogps:
     rejected: torch.Tensor
     rejected_mask: torch.Tensor
     chosen_extra: torch.Tensor | None = None
+    chosen_logits: torch.Tensor | None = None
+    rejected_logits: torch.Tensor | None = None
 
 
 def _response_ids(tokenizer, prompt_text: str, response: str) -> list[int]:
@@ -300,12 +304,15 @@ def pair_logps(model, batch: PairBatch, *, extra_targets: torch.Tensor | None = 
     targets = batch.input_ids[batch.response_mask]  # (N,) every response token, row by row
     logits = base.lm_head(predicting).float()  # (N, V): response positions only
     log_z = logits.logsumexp(-1)
-    token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - log_z
+    target_logits = logits.gather(-1, targets[:, None]).squeeze(-1)
     layout = _left_aligned(batch.response_mask)  # (2B, longest response)
-    values = token_logps.new_zeros(layout.shape).masked_scatter(layout, token_logps)
+    values = target_logits.new_zeros(layout.shape).masked_scatter(layout, target_logits - log_z)
+    raw = target_logits.new_zeros(layout.shape).masked_scatter(layout, target_logits)
     chosen_mask, rejected_mask = _left_aligned(batch.response_mask[:pairs]), _left_aligned(batch.response_mask[pairs:])
-    chosen = values[:pairs, :chosen_mask.shape[1]]
-    result = PairLogps(chosen, chosen_mask, values[pairs:, :rejected_mask.shape[1]], rejected_mask)
+    lc, lr = chosen_mask.shape[1], rejected_mask.shape[1]
+    chosen = values[:pairs, :lc]
+    result = PairLogps(chosen, chosen_mask, values[pairs:, :lr], rejected_mask,
+                       chosen_logits=raw[:pairs, :lc], rejected_logits=raw[pairs:, :lr])
     if extra_targets is not None:
         if extra_targets.shape != chosen.shape:
             raise ValueError(f"extra_targets has shape {tuple(extra_targets.shape)}, chosen {tuple(chosen.shape)}")

@@ -38,7 +38,7 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["dpo", "povid"])
+@pytest.mark.parametrize("method", ["dpo", "povid", "tpo"])
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, tiny_base, prefs, method):
     model = tiny_base / "llava"
     train(model, prefs, tmp_path / "whole", _config(method=method))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-METHODS = ("dpo", "povid")
+METHODS = ("dpo", "povid", "tpo")
 REFERENCES = ("auto", "copy", "adapter", "precomputed")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
@@ -26,7 +26,7 @@ class LoraSettings:
 class TrainConfig:
     """Every setting of ``vlalign train``. Defaults suit the synthetic world's base model on a CPU."""
 
-    method: str = "dpo"  # dpo | povid (stage 2: injected and noise-triggered rejections)
+    method: str = "dpo"  # dpo | povid (stage 2: injected and noise-triggered rejections) | tpo
     beta: float = 0.1
     label_smoothing: float = 0.0  # cDPO epsilon
     sft_weight: float = 0.0  # adds sft_weight * NLL(chosen) (RPO-style)
@@ -36,7 +36,11 @@ class TrainConfig:
     povid_alpha: float = 1.0
     povid_beta1: float = 1.0
     povid_beta2: float = 1.0
-    noise_step: int = 500  # diffusion step of the corrupted image (fresh, seeded noise every step)
+    # TPO (Gu, Wang et al. 2024): token weights c = a + sigmoid(s) / a + 1 - sigmoid(s)
+    tpo_a: float = 0.5
+    tpo_score: str = "logits"  # logits (the reference code) | logps
+    detach_weights: bool = False  # stop gradients through the policy's c (the reference code lets them flow)
+    noise_step: int = 500  # diffusion step of the corrupted image, POVID and TPO (fresh, seeded noise every step)
     noise_mode: str = "clip"  # clip | wrap (the reference code's uint8 wrap-around)
 
     lr: float = 1e-4
@@ -63,7 +67,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         choices = {"method": METHODS, "reference": REFERENCES, "schedule": SCHEDULES,
-                   "mixed_precision": PRECISIONS, "povid_form": ("code", "paper"), "noise_mode": ("clip", "wrap")}
+                   "mixed_precision": PRECISIONS, "povid_form": ("code", "paper"), "noise_mode": ("clip", "wrap"),
+                   "tpo_score": ("logits", "logps")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
@@ -77,9 +82,11 @@ class TrainConfig:
             raise ValueError("noise_step must be in [0, 999]")
         if self.reference == "adapter" and not self.lora.enabled:
             raise ValueError("reference 'adapter' needs lora.enabled: true")
-        if self.reference == "precomputed" and self.method == "povid":
-            raise ValueError("povid scores the policy's own noise-triggered tokens each step: it needs a live "
+        if self.reference == "precomputed" and self.method in ("povid", "tpo"):
+            raise ValueError(f"{self.method} scores fresh noise-corrupted images each step: it needs a live "
                              "reference (copy or adapter), not a precomputed one")
+        if self.tpo_a < 0:
+            raise ValueError("tpo_a must be >= 0")
         if not (self.train_vision or self.train_projector or self.train_llm or self.lora.enabled):
             raise ValueError("nothing to train: enable lora or one of train_vision, train_projector, train_llm")
 

@@ -24,7 +24,7 @@ from vlalign.models.load import load_vlm
 from vlalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlalign.train.config import TrainConfig
 from vlalign.train.data import Pairs, load_pairs
-from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step
+from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step, tpo_step
 from vlalign.train.model import prepare_policy
 from vlalign.train.reference import make_reference
 
@@ -71,10 +71,11 @@ def _schedule(config: TrainConfig, total: int) -> Callable[[int], float]:
 def _loss(policy, reference, vlm, pairs: Pairs, rows: list[int], config: TrainConfig, noise_seed: int, device):
     batch, images = pairs.collate(vlm.processor, rows)
     batch = batch.to(device)
-    if config.method == "povid":
+    if config.method in ("povid", "tpo"):
         generator = torch.Generator().manual_seed(noise_seed)  # fresh noise every step, reproducible
         noisy = corrupt_pixels(vlm.processor, images, config.noise_step, config.noise_mode, generator)
-        return povid_step(policy, reference, batch, rows, config, noisy.to(device, batch.pixel_values.dtype)), batch
+        step = povid_step if config.method == "povid" else tpo_step
+        return step(policy, reference, batch, rows, config, noisy.to(device, batch.pixel_values.dtype)), batch
     return dpo_step(policy, reference, batch, rows, config), batch
 
 

@@ -8,7 +8,8 @@ copy, the adapter-disabled policy and precomputed values all look alike here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 
 import torch
 from PIL import Image
@@ -17,6 +18,8 @@ from vlalign.data.corrupt import diffusion_noise, to_pil, to_tensor
 from vlalign.logps import PairBatch, pair_logps, response_argmax
 from vlalign.losses.dpo import DPOOutput, dpo_loss, sequence_logps, sft_loss
 from vlalign.losses.povid import povid_loss, povid_paper_loss
+from vlalign.losses.tpo import calibrated_weights, tpo_loss
+from vlalign.rewards.visual_anchor import visual_anchor_scores
 from vlalign.train.config import TrainConfig
 from vlalign.train.reference import Reference
 
@@ -86,3 +89,32 @@ def povid_step(policy, reference: Reference, batch: PairBatch, rows: list[int], 
     flipped = (noisy_ids != chosen_ids) & pol.chosen_mask
     metrics["noise/flipped_tokens"] = (flipped.sum() / pol.chosen_mask.sum()).item()  # share the noise changed
     return StepOutput(loss, {"loss": loss.item(), **metrics})
+
+
+def tpo_step(policy, reference: Reference, batch: PairBatch, rows: list[int], config: TrainConfig,
+             noisy_pixels: torch.Tensor) -> StepOutput:
+    """TPO (Gu, Wang et al. 2024): DPO over log p + log c, c from each model's clean-minus-corrupted scores.
+
+    Four teacher-forced passes over both answers: policy and reference, each with the clean and
+    the corrupted image. Under ``detach_weights`` the policy's corrupted pass needs no graph.
+    """
+    noisy = replace(batch, pixel_values=noisy_pixels)
+    pol = pair_logps(policy, batch)
+    with torch.no_grad() if config.detach_weights else nullcontext():
+        pol_noisy = pair_logps(policy, noisy)
+    ref, ref_noisy = reference(batch, None, rows), reference(noisy, None, rows)
+    a = config.tpo_a
+    (pol_sc, pol_sr), (ref_sc, ref_sr) = (visual_anchor_scores(clean, corrupt, config.tpo_score)
+                                          for clean, corrupt in ((pol, pol_noisy), (ref, ref_noisy)))
+    out = tpo_loss(pol.chosen, pol.rejected, ref.chosen, ref.rejected, pol.chosen_mask, pol.rejected_mask,
+                   calibrated_weights(pol_sc, True, a), calibrated_weights(pol_sr, False, a),
+                   calibrated_weights(ref_sc, True, a), calibrated_weights(ref_sr, False, a),
+                   beta=config.beta, label_smoothing=config.label_smoothing, detach_weights=config.detach_weights)
+    loss = out.loss
+    if config.sft_weight:
+        loss = loss + config.sft_weight * sft_loss(pol.chosen, pol.chosen_mask).mean()
+    # Mean score of chosen and rejected tokens: does the image support the chosen answer more?
+    score_chosen = (pol_sc * pol.chosen_mask).sum() / pol.chosen_mask.sum()
+    score_rejected = (pol_sr * pol.rejected_mask).sum() / pol.rejected_mask.sum()
+    return StepOutput(loss, {"loss": loss.item(), **_metrics(out), "tpo/score_chosen": score_chosen.item(),
+                             "tpo/score_rejected": score_rejected.item()})

@@ -1,0 +1,1 @@
+"""Token-level rewards computed from model forwards (TPO's visual anchor, FiSAO's verifier)."""

@@ -1,0 +1,69 @@
+"""One step of each method on the world's tiny model: TPO with an uncorrupted image is DPO."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlalign.models.load import load_vlm
+from vlalign.train.config import TrainConfig
+from vlalign.train.data import load_pairs
+from vlalign.train.methods import dpo_step, tpo_step
+from vlalign.train.model import prepare_policy
+from vlalign.train.reference import make_reference
+
+
+@pytest.fixture(scope="module")
+def prefs(tiny_world, tmp_path_factory):
+    from vlalign.generate.inject import InjectConfig, run_inject
+
+    out = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
+    run_inject(tiny_world, out, InjectConfig(limit=8))
+    return out
+
+
+def _setup(tiny_base: Path, prefs: Path, config: TrainConfig):
+    vlm = load_vlm(tiny_base / "llava", dtype="float32", device="cpu")
+    frozen = copy.deepcopy(vlm.model).eval().requires_grad_(False)
+    policy = prepare_policy(vlm.model, config)
+    # A policy that differs from the reference, so that the log-ratios are not all zero.
+    with torch.no_grad():
+        for p in policy.model.language_model.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    pairs = load_pairs(prefs)
+    reference = make_reference(config, policy, frozen, pairs, vlm, tiny_base / "llava", "cpu")
+    rows = list(range(4))
+    batch, _ = pairs.collate(vlm.processor, rows)
+    return policy, reference, batch, rows
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_tpo_with_the_clean_image_as_the_corrupted_one_is_dpo(tiny_base, prefs, detach):
+    """s = 0 everywhere, so every c = a + 1/2 = 1: TPO's loss and gradients must be DPO's."""
+    config = TrainConfig(method="tpo", beta=0.2, sft_weight=0.5, detach_weights=detach)
+    policy, reference, batch, rows = _setup(tiny_base, prefs, config)
+    tpo = tpo_step(policy, reference, batch, rows, config, batch.pixel_values.clone())
+    tpo.loss.backward()
+    tpo_grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+    policy.zero_grad(set_to_none=True)
+    dpo = dpo_step(policy, reference, batch, rows, config)
+    dpo.loss.backward()
+    torch.testing.assert_close(tpo.loss, dpo.loss, rtol=0, atol=1e-6)
+    assert tpo.metrics["tpo/score_chosen"] == pytest.approx(0.0, abs=1e-5)
+    assert tpo_grads.keys() and tpo_grads.keys() == {n for n, p in policy.named_parameters() if p.grad is not None}
+    for name, grad in tpo_grads.items():
+        torch.testing.assert_close(grad, dict(policy.named_parameters())[name].grad, rtol=1e-4, atol=1e-6)
+
+
+def test_tpo_with_a_corrupted_image_differs_from_dpo(tiny_base, prefs):
+    config = TrainConfig(method="tpo", beta=0.2)
+    policy, reference, batch, rows = _setup(tiny_base, prefs, config)
+    noisy = batch.pixel_values + torch.randn(batch.pixel_values.shape, generator=torch.Generator().manual_seed(0))
+    tpo = tpo_step(policy, reference, batch, rows, config, noisy)
+    dpo = dpo_step(policy, reference, batch, rows, config)
+    # The tiny test model leans little on its image: scores are small, but they move the loss.
+    assert torch.isfinite(tpo.loss) and abs(tpo.loss.item() - dpo.loss.item()) > 1e-7
+    assert tpo.metrics["tpo/score_chosen"] != 0.0
