@@ -31,3 +31,10 @@ def test_train_recipes_load_and_validate():
         config = load_config(TrainConfig, path)
         if "7b" in path.name:  # GPU recipes: LoRA in bf16
             assert config.mixed_precision == "bf16" and config.lora.enabled, path
+
+
+def test_every_training_method_has_a_recipe():
+    from vlalign.train.config import METHODS, TrainConfig
+
+    methods = {load_config(TrainConfig, path).method for path in (RECIPES / "train").glob("*.yaml")}
+    assert methods == set(METHODS)
