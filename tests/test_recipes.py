@@ -29,8 +29,10 @@ def test_train_recipes_load_and_validate():
     assert paths
     for path in paths:
         config = load_config(TrainConfig, path)
-        if "7b" in path.name:  # GPU recipes: LoRA in bf16
-            assert config.mixed_precision == "bf16" and config.lora.enabled, path
+        config.validate()
+        if "7b" in path.name:  # GPU recipes: bf16; LoRA, except TPO's, whose released code fully fine-tunes
+            assert config.mixed_precision == "bf16" and config.gradient_checkpointing, path
+            assert config.lora.enabled != (config.method == "tpo"), path
 
 
 def test_every_training_method_has_a_recipe():
