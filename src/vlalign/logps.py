@@ -10,9 +10,10 @@ once per pair.
 per sequence (TRL's DPOTrainer): each image is encoded once and its features are scattered into
 both rows of its pair, and the vocabulary projection runs only at the positions that predict
 response tokens. On LLaVA-style models (1-D positions) the tokens a pair's two rows share (the
-prompt and the common start of the answers) run once and no padding runs at all; Qwen2-VL's
-multimodal positions make it run the 2B padded rows. It returns per-token values, so sequence-level losses (DPO) sum them and
-token-level ones use them as they are. :func:`response_argmax` gives POVID's noise-triggered
+prompt and the common start of the answers) run once, and are projected once, and no padding
+runs at all; Qwen2-VL's multimodal positions make it run the 2B padded rows. It returns
+per-token values, so sequence-level losses (DPO) sum them and token-level ones use them as
+they are. :func:`response_argmax` gives POVID's noise-triggered
 tokens: the greedy choice at every chosen position when the image is replaced.
 
 Supported families (``config.model_type``): ``"llava"`` and ``"qwen2_vl"``, bare or wrapped by
@@ -251,8 +252,10 @@ def _packed_hidden(base, batch: PairBatch, pairs: list[int], features: list[torc
 PACKED_TOKENS = {"cpu": 600, "default": 4096}
 
 
-def _packed_predicting(base, batch: PairBatch) -> torch.Tensor:
-    """(N, H) the states that predict each response token, row by row, via :func:`_packed_hidden`."""
+def _packed_predicting(base, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """States that predict the response tokens, via :func:`_packed_hidden`: ``(U, H)`` distinct
+    states and ``(N,)`` which of them predicts each response token, row by row (a state of a
+    pair's shared prefix predicts a token of both its rows)."""
     lengths = batch.attention_mask.sum(1)
     per_pair = (lengths[: batch.num_pairs] + lengths[batch.num_pairs:]).tolist()
     budget = PACKED_TOKENS.get(batch.input_ids.device.type, PACKED_TOKENS["default"])
@@ -272,7 +275,8 @@ def _packed_predicting(base, batch: PairBatch) -> torch.Tensor:
         where = torch.where(group_where >= 0, group_where + offset, where)
         states.append(group_states)
         offset += len(group_states)
-    return torch.cat(states)[where[rows, cols - 1]]
+    used, index = where[rows, cols - 1].unique(return_inverse=True)
+    return torch.cat(states)[used], index
 
 
 def _uses_checkpointing(base) -> bool:
@@ -297,14 +301,15 @@ def pair_logps(model, batch: PairBatch, *, extra_targets: torch.Tensor | None = 
     base = _base(model)
     pairs = batch.num_pairs
     if base.config.model_type == "llava" and not _uses_checkpointing(base):  # 1-D positions: prefixes can be shared
-        predicting = _packed_predicting(base, batch)  # (N, H)
+        predicting, index = _packed_predicting(base, batch)  # (U, H), (N,)
     else:
         hidden = _hidden(base, batch, batch.pixel_values, 2 * pairs)  # (2B, W, H)
         predicting = hidden[:, :-1][batch.response_mask[:, 1:hidden.shape[1]]]  # hidden state t predicts token t + 1
+        index = torch.arange(predicting.shape[0], device=predicting.device)
     targets = batch.input_ids[batch.response_mask]  # (N,) every response token, row by row
-    logits = base.lm_head(predicting).float()  # (N, V): response positions only
-    log_z = logits.logsumexp(-1)
-    target_logits = logits.gather(-1, targets[:, None]).squeeze(-1)
+    logits = base.lm_head(predicting).float()  # (U, V): response positions only, each state once
+    log_z = logits.logsumexp(-1)[index]  # (N,)
+    target_logits = logits[index, targets]
     layout = _left_aligned(batch.response_mask)  # (2B, longest response)
     values = target_logits.new_zeros(layout.shape).masked_scatter(layout, target_logits - log_z)
     raw = target_logits.new_zeros(layout.shape).masked_scatter(layout, target_logits)
@@ -316,9 +321,9 @@ def pair_logps(model, batch: PairBatch, *, extra_targets: torch.Tensor | None = 
     if extra_targets is not None:
         if extra_targets.shape != chosen.shape:
             raise ValueError(f"extra_targets has shape {tuple(extra_targets.shape)}, chosen {tuple(chosen.shape)}")
-        n_chosen = int(chosen_mask.sum())  # chosen rows come first, so their tokens lead ``logits``
+        n_chosen = int(chosen_mask.sum())  # chosen rows come first, so their tokens lead ``index``
         ids = extra_targets.to(logits.device)[chosen_mask]
-        extra = logits[:n_chosen].gather(-1, ids[:, None]).squeeze(-1) - log_z[:n_chosen]
+        extra = logits[index[:n_chosen], ids] - log_z[:n_chosen]
         result.chosen_extra = torch.zeros_like(chosen).masked_scatter(chosen_mask, extra)
     return result
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from vlalign.data.corrupt import diffusion_noise, to_pil, to_tensor
-from vlalign.logps import PairBatch, pair_logps, response_argmax
+from vlalign.logps import PairBatch, PairLogps, pair_logps, response_argmax
 from vlalign.losses.dpo import DPOOutput, dpo_loss, sequence_logps, sft_loss
 from vlalign.losses.povid import povid_loss, povid_paper_loss
 from vlalign.losses.tpo import calibrated_weights, tpo_loss
@@ -38,6 +38,11 @@ def _metrics(out: DPOOutput, prefix: str = "") -> dict[str, float]:
             f"{prefix}rewards/accuracy": out.accuracies.mean().item()}
 
 
+def _with_sft(loss: torch.Tensor, pol: PairLogps, config: TrainConfig) -> torch.Tensor:
+    """``loss`` plus ``sft_weight`` times the policy's mean per-token NLL of the chosen answers."""
+    return loss + config.sft_weight * sft_loss(pol.chosen, pol.chosen_mask).mean() if config.sft_weight else loss
+
+
 def corrupt_pixels(processor, images: Sequence[Image.Image], step: int, mode: str,
                    generator: torch.Generator) -> torch.Tensor:
     """POVID's corrupted image, in [0, 1] pixel space before the processor, then processed as usual."""
@@ -53,8 +58,7 @@ def dpo_step(policy, reference: Reference, batch: PairBatch, rows: list[int], co
                    sequence_logps(ref.chosen, ref.chosen_mask), sequence_logps(ref.rejected, ref.rejected_mask),
                    beta=config.beta, label_smoothing=config.label_smoothing)
     loss = out.loss
-    if config.sft_weight:
-        loss = loss + config.sft_weight * sft_loss(pol.chosen, pol.chosen_mask).mean()
+    loss = _with_sft(loss, pol, config)
     return StepOutput(loss, {"loss": loss.item(), **_metrics(out)})
 
 
@@ -81,8 +85,7 @@ def povid_step(policy, reference: Reference, batch: PairBatch, rows: list[int], 
     else:
         both = povid_loss(*args, beta=config.beta, weights=config.povid_weights, label_smoothing=config.label_smoothing)
         loss, metrics = both.loss, {**_metrics(both.text), **_metrics(both.noise, "noise/")}
-    if config.sft_weight:
-        loss = loss + config.sft_weight * sft_loss(pol.chosen, pol.chosen_mask).mean()
+    loss = _with_sft(loss, pol, config)
     b = batch.num_pairs
     chosen_ids = torch.full_like(noisy_ids, batch.pad_token_id)
     chosen_ids[pol.chosen_mask] = batch.input_ids[:b][batch.response_mask[:b]]  # left-aligned, as the logps
@@ -111,8 +114,7 @@ def tpo_step(policy, reference: Reference, batch: PairBatch, rows: list[int], co
                    calibrated_weights(ref_sc, True, a), calibrated_weights(ref_sr, False, a),
                    beta=config.beta, label_smoothing=config.label_smoothing, detach_weights=config.detach_weights)
     loss = out.loss
-    if config.sft_weight:
-        loss = loss + config.sft_weight * sft_loss(pol.chosen, pol.chosen_mask).mean()
+    loss = _with_sft(loss, pol, config)
     # Mean score of chosen and rejected tokens: does the image support the chosen answer more?
     score_chosen = (pol_sc * pol.chosen_mask).sum() / pol.chosen_mask.sum()
     score_rejected = (pol_sr * pol.rejected_mask).sum() / pol.rejected_mask.sum()
