@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import pytest
 
 from vlalign.models.tiny import TinySizes
@@ -34,3 +38,29 @@ def tiny_base(tiny_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("bases") / "base"
     pretrain(tiny_world, out, tiny_pretrain_config())
     return out
+
+
+@pytest.fixture(scope="session")
+def dump_dom(tmp_path_factory):
+    """``dump_dom(path) -> str``: the DOM of a local HTML file after headless Chromium ran its scripts.
+
+    CI installs Debian's chromium and sets VLALIGN_REQUIRE_BROWSER, so there a missing browser fails.
+    """
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("VLALIGN_REQUIRE_BROWSER"):
+            pytest.fail("VLALIGN_REQUIRE_BROWSER is set but no chromium is on PATH")
+        pytest.skip("headless Chromium not installed (Debian: apt-get install chromium); CI installs it")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+
+    def dump(path) -> str:
+        # The flags keep Chromium off the network (this machine has none) and out of first-run work.
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", "--dump-dom"]
+        proc = subprocess.run([browser, *flags, f"file://{os.path.abspath(path)}"], capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    return dump

@@ -275,3 +275,31 @@ def test_train_config_mistakes_are_one_line(tmp_path, tiny_base, capsys):
     assert main(["train", "--model", str(tiny_base / "llava"), "--data", str(tmp_path / "none.jsonl"),
                  "--out", str(tmp_path / "run")]) == 2
     assert "none.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_inspect_rewards_writes_page_pictures_and_scores(tmp_path, tiny_world, tiny_base):
+    prefs = tmp_path / "prefs.jsonl"
+    assert main(["generate", "inject", "--data", str(tiny_world), "--out", str(prefs), "--limit", "6"]) == 0
+    rows = [json.loads(line) for line in prefs.read_text().splitlines()]
+    rows[0]["chosen"] += " <script>alert(1)</script>"
+    prefs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "inspect"
+    cmd = [sys.executable, "-m", "vlalign", "inspect", "rewards", "--model", str(tiny_base / "llava"), "--data",
+           str(prefs), "--out", str(out), "--vocab", str(tiny_world), "--batch-size", "4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"{len(rows)} records scored" in proc.stdout and "| present |" in proc.stdout
+    assert {p.name for p in out.iterdir()} == {"rewards.html", "tokens.png", "histogram.png", "scores.jsonl",
+                                               "summary.json"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["records"] == len(rows) and summary["words"]["present"]["words"] > 0
+    scored = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    for row, rec in zip(rows, scored):
+        for side in ("chosen", "rejected"):
+            tokens = rec[side]["tokens"]
+            assert "".join(row[side][a:b] for a, b in (t["span"] for t in tokens)) == row[side]
+        assert rec["rejected"]["edits"] == [e["span"] for e in row["meta"]["edits"]]
+    page = (out / "rewards.html").read_text()
+    assert "<script" not in page and "&lt;" in page  # the tokens of "<script>" are shown, escaped
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 2 and "not empty (pass --overwrite" in again.stderr and "Traceback" not in again.stderr

@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForCondi
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from vlalign.eval.generate import chat_prompt
-from vlalign.logps import PairBatch, collate_pairs, pair_logps, response_argmax
+from vlalign.logps import PairBatch, collate_pairs, pair_logps, response_argmax, response_token_spans
 from vlalign.models.load import LoadedVLM, image_token_id, load_vlm
 from vlalign.world.dataset import World
 
@@ -156,6 +156,18 @@ def test_collate_layout(case):
         assert batch.pixel_values.shape[0] == batch.image_grid_thw.prod(-1).sum()
         assert torch.equal(placeholders[:pairs], batch.image_grid_thw.prod(-1) // 4)
         assert len(set(placeholders.tolist())) > 1
+
+
+def test_token_spans_cut_each_response_into_its_scored_tokens(case):
+    vlm, images = case
+    batch = collate_pairs(vlm.processor, images, PROMPTS, CHOSEN, REJECTED)
+    tok, pairs = vlm.processor.tokenizer, len(images)
+    for k, response in enumerate([*CHOSEN, *REJECTED, "Voil\u00e0: <b>caf\u00e9</b>"]):
+        spans = response_token_spans(tok, chat_prompt(vlm.processor, PROMPTS[0]), response)
+        assert spans[-1] == (len(response), len(response))  # the eos
+        assert "".join(response[a:b] for a, b in spans) == response and all(a <= b for a, b in spans)
+        if k < 2 * pairs:
+            assert len(spans) == int(batch.response_mask[k].sum())
 
 
 def test_pair_logps_equal_the_naive_forward(case):

@@ -21,10 +21,26 @@ from vlalign.train.config import METHODS
 DEFAULT_RUN = Path("runs/demo")
 
 
-def _progress(desc: str, total: int):
+def _progress(desc: str, total: int, unit: str = "img"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, leave=True)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=True)
+
+
+class _CountBar:
+    """An ``on_progress(done, total)`` callback: one bar, made at the first call (when total is known)."""
+
+    def __init__(self, desc: str, unit: str):
+        self.desc, self.unit, self.bar = desc, unit, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = _progress(self.desc, total, self.unit)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _step_bars():
@@ -212,19 +228,10 @@ def cmd_generate_inject(args: argparse.Namespace) -> int:
             openai_config.validate()
         except ValueError as err:
             raise UserError(str(err)) from None
-    bar = None
-
-    def on_progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = _progress("inject", total)
-            bar.unit = "answer"
-        bar.update(done - bar.n)
-
+    bar = _CountBar("inject", "answer")
     counts = run_inject(args.data, args.out, config, conversations=args.conversations, openai_config=openai_config,
-                        on_progress=on_progress)
-    if bar is not None:
-        bar.close()
+                        on_progress=bar)
+    bar.close()
     print(f"{counts['written']} preference records written to {args.out} "
           f"({counts['already_done']} already there, {counts['bad']} bad inputs skipped, "
           f"{counts['no_edit']} answers no rule could edit, {counts['failed']} failed requests); "
@@ -245,18 +252,9 @@ def cmd_generate_noisy(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(str(err)) from None
     _quiet_transformers()
-    bar = None
-
-    def on_progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = _progress("noisy answers", total)
-        bar.update(done - bar.n)
-
-    counts = run_noisy(args.model, args.data, args.out, config, conversations=args.conversations,
-                       on_progress=on_progress)
-    if bar is not None:
-        bar.close()
+    bar = _CountBar("noisy answers", "img")
+    counts = run_noisy(args.model, args.data, args.out, config, conversations=args.conversations, on_progress=bar)
+    bar.close()
     print(f"{counts['written']} preference records written to {args.out} ({counts['already_done']} already there, "
           f"{counts['bad']} bad inputs skipped, {counts['same_as_chosen']} answers equal to the chosen one); "
           f"report: {report_path(args.out)}")
@@ -315,6 +313,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.close()
     print(f"{config.method}: {summary['steps']} steps on {summary['records']} pairs; model written to "
           f"{args.out}/model, metrics in {args.out}/metrics.jsonl")
+    return 0
+
+
+def cmd_inspect_rewards(args: argparse.Namespace) -> int:
+    from vlalign.eval.chair import Vocabulary
+    from vlalign.inspect.rewards import InspectConfig
+    from vlalign.inspect.run import inspect_rewards
+
+    _quiet_transformers()
+    vocab = Vocabulary.load(args.vocab)
+    config = InspectConfig(noise_step=args.noise_step, kind=args.kind, batch_size=args.batch_size, seed=args.seed,
+                           limit=args.limit)
+    bar = _CountBar("inspect rewards", "record")
+    try:
+        summary = inspect_rewards(args.model, args.data, args.out, vocab, config, image_root=args.image_root,
+                                  overwrite=args.overwrite, device=args.device,
+                                  trust_remote_code=args.trust_remote_code, on_progress=bar)
+    except ValueError as err:
+        raise UserError(f"inspect rewards: {err}") from None
+    finally:
+        bar.close()
+    print("| words | count | mean s | std |\n|---|---:|---:|---:|")
+    for label, row in summary["words"].items():
+        print(f"| {label} | {row['words']} | {row['mean']:.3f} | {row['std']:.3f} |")
+    print(f"\n{summary['records']} records scored; page, pictures and scores written to {args.out}/rewards.html")
     return 0
 
 
@@ -463,6 +486,25 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--base", help="base model (default: the one named in adapter_config.json)")
     mg.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     mg.set_defaults(func=cmd_merge)
+
+    ins = sub.add_parser("inspect", help="look inside a model: TPO's token scores on preference records")
+    ins_sub = ins.add_subparsers(dest="inspect_command", required=True)
+    rw = ins_sub.add_parser("rewards", help="visual-anchored score of every token: HTML page, PNGs, JSON Lines")
+    rw.add_argument("--model", required=True, help="VLM directory")
+    rw.add_argument("--data", required=True, help="preference records (JSON Lines, any supported format)")
+    rw.add_argument("--out", required=True, help="directory to create (rewards.html, tokens.png, histogram.png, ...)")
+    rw.add_argument("--vocab", help="object words: a world directory or a CHAIR synonyms.txt "
+                    "(default: COCO's, from $VLALIGN_COCO_SYNONYMS or ~/.cache/vlalign/coco_synonyms.txt)")
+    rw.add_argument("--limit", type=int, default=200, help="records to score, from the top (0 = all)")
+    rw.add_argument("--batch-size", type=int, default=8)
+    rw.add_argument("--noise-step", type=int, default=500, help="diffusion step of the corrupted image (of 1000)")
+    rw.add_argument("--kind", choices=("logits", "logps"), default="logits", help="score raw logits (TPO) or log-probs")
+    rw.add_argument("--seed", type=int, default=0, help="the corruption noise")
+    rw.add_argument("--image-root", help="directory image paths are relative to (default: the data file's)")
+    rw.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    rw.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
+    rw.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own Python code")
+    rw.set_defaults(func=cmd_inspect_rewards)
 
     demo = sub.add_parser("demo", help="the whole pipeline on the synthetic world, reusing what exists")
     demo.add_argument("--out", default=str(DEFAULT_RUN), help="run directory (default: runs/demo)")

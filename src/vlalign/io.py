@@ -37,6 +37,9 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     out = check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's private 0700 would outlive the rename
     try:
         yield tmp
     except BaseException:

@@ -100,8 +100,30 @@ def _response_ids(tokenizer, prompt_text: str, response: str) -> list[int]:
     rendered prompt ends in a visible character (LLaVA's "ASSISTANT:"), by nothing when it ends
     in whitespace (Qwen's "<|im_start|>assistant\\n").
     """
-    sep = " " if prompt_text and not prompt_text[-1].isspace() else ""
-    return tokenizer(sep + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return tokenizer(_separator(prompt_text) + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def _separator(prompt_text: str) -> str:
+    return " " if prompt_text and not prompt_text[-1].isspace() else ""
+
+
+def response_token_spans(tokenizer, prompt_text: str, response: str) -> list[tuple[int, int]]:
+    """The ``[start, end)`` characters of ``response`` behind each token :func:`collate_pairs` gives it.
+
+    The spans cut the response into consecutive pieces, one per token (a token's leading space
+    belongs to it); the eos comes last with the empty span at the end. Needs a fast tokenizer.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"{type(tokenizer).__name__} gives no character offsets; a fast tokenizer is needed")
+    sep = _separator(prompt_text)
+    offsets = tokenizer(sep + response, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    starts: list[int] = []
+    for start, _ in offsets:  # byte-level pieces of one character can share or reverse offsets
+        starts.append(max(min(max(start - len(sep), 0), len(response)), starts[-1] if starts else 0))
+    if starts:
+        starts[0] = 0
+    ends = starts[1:] + [len(response)]
+    return [*zip(starts, ends), (len(response), len(response))]
 
 
 def collate_pairs(processor, images: Sequence[Image.Image], prompts: Sequence[str], chosen: Sequence[str],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -145,3 +146,40 @@ def test_feature_scale_normalisation_changes_nothing_clip_computes(tiny_base):
     assert torch.allclose(after.image_embeds, before.image_embeds, atol=1e-4)
     assert torch.allclose(after.logits_per_image, before.logits_per_image, atol=1e-3)
 
+
+
+def test_expected_objects_add_one_usual_absent_object_to_descriptions_only(tiny_world):
+    from vlalign.world.pretrain import add_expected_objects
+    from vlalign.world.text import DESCRIBE_PROMPTS
+
+    world = World(tiny_world)
+    rows = world.conversations("train")
+    assert add_expected_objects(world, rows, 0.0, seed=0) is rows
+    noisy = add_expected_objects(world, rows, 1.0, seed=0)
+    assert world.conversations("train") == rows  # the rows passed in are not changed
+    annotations = world.coco("instances", "train")
+    names = {c["id"]: c["name"] for c in annotations["categories"]}
+    image = {f"images/train/{im['file_name']}": im for im in annotations["images"]}
+    present = {im["id"]: set() for im in annotations["images"]}
+    for ann in annotations["annotations"]:
+        present[ann["image_id"]].add(names[ann["category_id"]])
+    described = 0
+    for before, after in zip(rows, noisy):
+        im = image[before["image"]]
+        for k, (old, new) in enumerate(zip(before["conversations"], after["conversations"])):
+            question = before["conversations"][k - 1]["value"].replace("<image>", "").strip()
+            if k % 2 == 0 or question not in DESCRIBE_PROMPTS:
+                assert new == old
+                continue
+            usual_absent = set(world.vocab["scenes"][im["scene"]]) - present[im["id"]]
+            if not usual_absent:
+                assert new == old
+                continue
+            described += 1
+            old_sentences, new_sentences = (re.split(r"(?<=\.) ", t["value"]) for t in (old, new))
+            assert len(new_sentences) == len(old_sentences) + 1 and new_sentences[0] == old_sentences[0]
+            added = [s for s in new_sentences if s not in old_sentences]
+            assert len(added) == 1 and added[0].startswith("There is a")
+            words = {w for name in usual_absent for w in world.vocab["synonyms"][name]}
+            assert any(f" {w} " in added[0] + " " for w in words)
+    assert described > 10

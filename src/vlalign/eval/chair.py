@@ -184,6 +184,13 @@ class Vocabulary:
         return cls.from_vocab_json(_read_json(path, "a world's vocabulary"), str(path))
 
     @classmethod
+    def load(cls, source: str | Path | None) -> Vocabulary:
+        """A world directory's vocabulary, a CHAIR synonyms file (COCO's two-word rules), or COCO's."""
+        if source is not None and Path(source).is_dir():
+            return cls.from_world(source)
+        return cls.coco(source)
+
+    @classmethod
     def coco(cls, synonyms_path: str | Path | None = None) -> Vocabulary:
         """COCO's CHAIR vocabulary: the reference ``synonyms.txt`` plus :data:`COCO_DOUBLE_WORDS`.
 

@@ -14,6 +14,7 @@ priors, so naming an object's usual company is usually right there; the test spl
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -40,7 +41,8 @@ from vlalign.models.tiny import (
     train_tokenizer,
 )
 from vlalign.world.dataset import World
-from vlalign.world.text import article
+from vlalign.world.text import DESCRIBE_PROMPTS, article, object_word
+from vlalign.world.vocab import BY_NAME, POSITIONS, SIZES
 
 # (stage, step, total, metrics) -> None; the CLI turns it into a progress bar.
 StepCallback = Callable[[str, int, int, dict[str, float]], None]
@@ -59,6 +61,7 @@ class PretrainConfig:
     clip_object_weight: float = 2.0  # weight of the per-category sigmoid loss (see train_clip)
     clip_patch_weight: float = 5.0  # weight of the per-patch object loss (see train_clip); 0 = off
     llava_epochs: float = 5.0  # passes over sft_train.jsonl (fractions allowed)
+    expected_object_rate: float = 0.0  # see add_expected_objects
     llava_batch_size: int = 32
     llava_lr: float = 1e-3
     warmup_ratio: float = 0.05  # linear warmup, then cosine decay to 10%
@@ -68,6 +71,8 @@ class PretrainConfig:
     def validate(self) -> None:
         if self.clip_steps < 1 or self.llava_epochs <= 0:
             raise ValueError("clip_steps and llava_epochs must be positive")
+        if not 0.0 <= self.expected_object_rate <= 1.0:
+            raise ValueError("expected_object_rate must be between 0 and 1")
         if self.sizes.image_size and self.sizes.image_size % self.sizes.patch_size:
             raise ValueError("sizes.image_size must be a multiple of sizes.patch_size")
 
@@ -244,12 +249,57 @@ def normalize_feature_scale(clip, pixel_values: torch.Tensor, layer: int = -2) -
     return factor
 
 
+def add_expected_objects(world: World, rows: list[dict[str, Any]], rate: float, seed: int) -> list[dict[str, Any]]:
+    """Copies of ``rows`` in which a ``rate`` fraction of descriptions name one more object: absent
+    from the image, usual for its scene, inserted as a sentence at a random place after the first.
+
+    Machine-written instruction data says such things (LLaVA's descriptions are written by a
+    language model from captions and boxes), and training on them is one cause of object
+    hallucination that LURE (Zhou et al. 2023, arXiv 2310.00754, Sec. 2) traces to co-occurrence:
+    the model learns to name what the scene makes likely whether or not it sees it. The world's
+    files stay exact; only the base model's training copy is changed. Yes/no answers are kept.
+    """
+    if rate == 0.0:
+        return rows
+    rng = np.random.default_rng(seed)
+    annotations = world.coco("instances", "train")
+    names = {c["id"]: c["name"] for c in annotations["categories"]}
+    present: dict[int, set[str]] = {im["id"]: set() for im in annotations["images"]}
+    for ann in annotations["annotations"]:
+        present[ann["image_id"]].add(names[ann["category_id"]])
+    by_file = {f"images/train/{im['file_name']}": im for im in annotations["images"]}
+    known = set(names.values())
+    synonym_prob = float(world.meta["config"].get("synonym_prob", 0.0))
+    out = []
+    for row in rows:
+        image = by_file.get(row["image"])
+        turns = [dict(t) for t in row["conversations"]]
+        for k in range(1, len(turns), 2):
+            question = turns[k - 1]["value"].replace(IMAGE, "").strip()
+            if image is None or question not in DESCRIBE_PROMPTS or rng.random() >= rate:
+                continue
+            usual = [c for c in world.vocab["scenes"].get(image.get("scene"), []) if c in known]
+            absent = [c for c in usual if c not in present[image["id"]]]
+            if not absent:
+                continue
+            name = absent[int(rng.integers(len(absent)))]
+            colors = BY_NAME[name].palette
+            word = object_word(name, rng, synonym_prob)
+            phrase = f"{SIZES[int(rng.integers(len(SIZES)))]} {colors[int(rng.integers(len(colors)))]} {word}"
+            sentence = f"There is {article(phrase)} {phrase} {POSITIONS[int(rng.integers(len(POSITIONS)))]}."
+            sentences = re.split(r"(?<=\.) ", turns[k]["value"])
+            sentences.insert(int(rng.integers(1, len(sentences) + 1)), sentence)
+            turns[k]["value"] = " ".join(sentences)
+        out.append({**row, "conversations": turns})
+    return out
+
+
 def train_llava(world: World, config: PretrainConfig, tokenizer, clip, pixels: TrainImages,
                 on_step: StepCallback | None = None):
     """Instruction-tune a tiny LLaVA (vision tower frozen) on ``sft_train.jsonl``, loss on answers only."""
     sizes = config.sizes
     num_image_tokens = (sizes.image_size // sizes.patch_size) ** 2
-    rows = world.conversations("train")
+    rows = add_expected_objects(world, world.conversations("train"), config.expected_object_rate, config.seed)
     encoded = [encode_conversation(tokenizer, r["conversations"], num_image_tokens) for r in rows]
 
     torch.manual_seed(config.seed)

@@ -1,0 +1,77 @@
+from html.parser import HTMLParser
+
+import pytest
+from PIL import Image
+
+from vlalign.inspect.page import histogram_png, page_html, shade, tokens_png
+from vlalign.inspect.rewards import ScoredAnswer, ScoredRecord, Word, summarize
+
+ATTACK = "<script>document.body.setAttribute('data-pwned', 'script')</script>"
+IMG_ATTACK = "<img src=x onerror=\"document.body.setAttribute('data-pwned', 'img')\">"
+
+
+def _answer(text: str, edits=()) -> ScoredAnswer:
+    cut = [0, len(text) // 2, len(text)]
+    spans = [(cut[0], cut[1]), (cut[1], cut[2]), (len(text), len(text))]
+    return ScoredAnswer(text, spans, [1.5, -2.0, 0.3], [Word(0, len(text), "present", 0.5)], list(edits))
+
+
+@pytest.fixture
+def page(tmp_path):
+    image = tmp_path / "img.png"
+    Image.new("RGB", (32, 32), "red").save(image)
+    records = [ScoredRecord('a"b<i>', str(image), f"Describe {IMG_ATTACK}", _answer(f"A dog. {ATTACK}"),
+                            _answer("A cat.", edits=[(2, 5)])),
+               ScoredRecord("2", str(tmp_path / "missing.png"), "p", _answer("x"), _answer("y"))]
+    html = page_html(records, summarize(records), {"model": ATTACK}, histogram_png(records), scale=2.0)
+    path = tmp_path / "rewards.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_shade_is_white_at_zero_and_saturates_at_the_scale():
+    assert shade(0.0, 2.0) == (255, 255, 255)
+    assert shade(2.0, 2.0) == shade(50.0, 2.0) == (85, 177, 111)  # 80% of the way to (42, 157, 75)
+    assert shade(-1.0, 2.0) == (237, 182, 189)  # 40% of the way to (209, 73, 91)
+
+
+def test_model_and_data_text_is_text_not_markup(page):
+    parsed = _Tags()
+    parsed.feed(page.read_text(encoding="utf-8"))
+    assert [t for t, _ in parsed.tags].count("script") == 0
+    assert not any(name.startswith("on") for _, attrs in parsed.tags for name in attrs)
+    text = "".join(parsed.text)
+    assert ATTACK[:20] in text and "onerror" in text
+    images = [a["src"] for t, a in parsed.tags if t == "img"]
+    assert len(images) == 2 and all(src.startswith("data:image/png;base64,") for src in images)  # thumbnail, histogram
+    assert sum(1 for t, a in parsed.tags if a.get("class") == "edit") == 2  # both tokens of "A c|at." touch "cat"
+
+
+def test_page_renders_in_a_browser_and_no_script_from_the_data_runs(page, dump_dom):
+    dom = dump_dom(page)
+    assert 'data-pwned="' not in dom  # the attribute was never set: it appears only as text
+    assert "&lt;script&gt;document.body.setAttribute('data-pwned', 'script')&lt;/script&gt;" in dom
+    assert dom.count('class="record"') == 2 and "image not readable" in dom
+    assert "<table>" in dom and "mean s" in dom
+
+
+def test_tokens_png_draws_every_record(tmp_path):
+    records = [ScoredRecord(str(k), "x.png", "Describe.", _answer("A dog on a mat. " * 12), _answer("A cat."))
+               for k in range(3)]
+    png = tmp_path / "t.png"
+    png.write_bytes(tokens_png(records, scale=2.0, width=400))
+    with Image.open(png) as img:
+        assert img.width == 400 and img.height > 3 * 3 * 20  # three lines a record, the long one wrapped
+        assert shade(-2.0, 2.0) in {c for _, c in img.getcolors(1 << 16)}  # a full-strength token
