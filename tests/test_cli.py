@@ -303,3 +303,18 @@ def test_inspect_rewards_writes_page_pictures_and_scores(tmp_path, tiny_world, t
     assert "<script" not in page and "&lt;" in page  # the tokens of "<script>" are shown, escaped
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 2 and "not empty (pass --overwrite" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--batch-size", "0"], "inspect rewards: batch_size must be at least 1"),
+    (["--vocab", "missing-synonyms.txt"], "missing-synonyms.txt: COCO synonyms file not found"),
+])
+def test_inspect_rewards_bad_input_is_one_line(tmp_path, tiny_world, tiny_base, capsys, extra, message):
+    prefs = tmp_path / "prefs.jsonl"
+    assert main(["generate", "inject", "--data", str(tiny_world), "--out", str(prefs), "--limit", "2"]) == 0
+    capsys.readouterr()
+    args = ["inspect", "rewards", "--model", str(tiny_base / "llava"), "--data", str(prefs), "--out",
+            str(tmp_path / "out"), "--vocab", str(tiny_world), *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not (tmp_path / "out").exists()

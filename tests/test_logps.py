@@ -8,6 +8,7 @@ torchvision), so prompts are expanded by the real code without torchvision insta
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -17,7 +18,8 @@ from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForCondi
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from vlalign.eval.generate import chat_prompt
-from vlalign.logps import PairBatch, collate_pairs, pair_logps, response_argmax, response_token_spans
+from vlalign.logps import (PairBatch, collate_pairs, pair_logps, response_argmax, response_token_spans,
+                           split_second_images, with_second_images)
 from vlalign.models.load import LoadedVLM, image_token_id, load_vlm
 from vlalign.world.dataset import World
 
@@ -168,6 +170,22 @@ def test_token_spans_cut_each_response_into_its_scored_tokens(case):
         assert "".join(response[a:b] for a, b in spans) == response and all(a <= b for a, b in spans)
         if k < 2 * pairs:
             assert len(spans) == int(batch.response_mask[k].sum())
+
+
+def test_a_second_image_per_pair_in_one_pass_equals_two_passes(case):
+    vlm, images = case
+    batch = collate_pairs(vlm.processor, images, PROMPTS, CHOSEN, REJECTED)
+    other = batch.pixel_values.flip(0) if vlm.family == "llava" else batch.pixel_values * 0.5
+    with torch.no_grad():
+        first, second = split_second_images(pair_logps(vlm.model, with_second_images(batch, other)))
+        apart = pair_logps(vlm.model, batch), pair_logps(vlm.model, replace(batch, pixel_values=other))
+    for got, want in zip((first, second), apart):
+        for name in ("chosen", "rejected", "chosen_logits", "rejected_logits"):
+            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-4, atol=1e-5)
+        assert torch.equal(got.chosen_mask, want.chosen_mask) and torch.equal(got.rejected_mask, want.rejected_mask)
+    assert not torch.allclose(first.chosen, second.chosen)  # the second image matters
+    with pytest.raises(ValueError, match="shape"):
+        with_second_images(batch, other[:1])
 
 
 def test_pair_logps_equal_the_naive_forward(case):

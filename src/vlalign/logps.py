@@ -30,7 +30,8 @@ from PIL import Image
 
 from vlalign.eval.generate import chat_prompt
 
-__all__ = ["SUPPORTED_FAMILIES", "PairBatch", "PairLogps", "collate_pairs", "pair_logps", "response_argmax"]
+__all__ = ["SUPPORTED_FAMILIES", "PairBatch", "PairLogps", "collate_pairs", "pair_logps", "response_argmax",
+           "with_second_images", "split_second_images"]
 
 SUPPORTED_FAMILIES = ("llava", "qwen2_vl")
 
@@ -348,6 +349,37 @@ def pair_logps(model, batch: PairBatch, *, extra_targets: torch.Tensor | None = 
         extra = logits[index[:n_chosen], ids] - log_z[:n_chosen]
         result.chosen_extra = torch.zeros_like(chosen).masked_scatter(chosen_mask, extra)
     return result
+
+
+def with_second_images(batch: PairBatch, pixel_values: torch.Tensor) -> PairBatch:
+    """2B pairs: ``batch``'s B pairs with their images, then the same B pairs with ``pixel_values``.
+
+    One :func:`pair_logps` over it scores the answers under both images in one batched pass
+    (TPO's clean and corrupted forwards); :func:`split_second_images` takes the result apart.
+    ``pixel_values`` has the shape of ``batch.pixel_values`` (Qwen2-VL: the same patch grids).
+    """
+    if pixel_values.shape != batch.pixel_values.shape:
+        raise ValueError(f"pixel_values has shape {tuple(pixel_values.shape)}, the batch's {tuple(batch.pixel_values.shape)}")
+    pairs = batch.num_pairs
+
+    def twice(rows: torch.Tensor) -> torch.Tensor:  # chosen rows, chosen again, rejected, rejected again
+        return torch.cat([rows[:pairs], rows[:pairs], rows[pairs:], rows[pairs:]])
+
+    grid = None if batch.image_grid_thw is None else batch.image_grid_thw.repeat(2, 1)
+    return replace(batch, input_ids=twice(batch.input_ids), attention_mask=twice(batch.attention_mask),
+                   response_mask=twice(batch.response_mask), image_grid_thw=grid,
+                   pixel_values=torch.cat([batch.pixel_values, pixel_values.to(batch.pixel_values)]))
+
+
+def split_second_images(both: PairLogps) -> tuple[PairLogps, PairLogps]:
+    """:func:`pair_logps` of a :func:`with_second_images` batch -> (first images', second images')."""
+    pairs = both.chosen.shape[0] // 2
+    halves = []
+    for part in (slice(0, pairs), slice(pairs, 2 * pairs)):
+        # Both halves hold the same answers, so their longest one sets the same widths.
+        halves.append(PairLogps(**{f.name: None if getattr(both, f.name) is None else getattr(both, f.name)[part]
+                                   for f in fields(PairLogps)}))
+    return halves[0], halves[1]
 
 
 @torch.no_grad()

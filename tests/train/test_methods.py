@@ -41,9 +41,10 @@ def _setup(tiny_base: Path, prefs: Path, config: TrainConfig):
 
 
 @pytest.mark.parametrize("detach", [False, True])
-def test_tpo_with_the_clean_image_as_the_corrupted_one_is_dpo(tiny_base, prefs, detach):
+@pytest.mark.parametrize("one_pass", [True, False])
+def test_tpo_with_the_clean_image_as_the_corrupted_one_is_dpo(tiny_base, prefs, detach, one_pass):
     """s = 0 everywhere, so every c = a + 1/2 = 1: TPO's loss and gradients must be DPO's."""
-    config = TrainConfig(method="tpo", beta=0.2, sft_weight=0.5, detach_weights=detach)
+    config = TrainConfig(method="tpo", beta=0.2, sft_weight=0.5, detach_weights=detach, tpo_one_pass=one_pass)
     policy, reference, batch, rows = _setup(tiny_base, prefs, config)
     tpo = tpo_step(policy, reference, batch, rows, config, batch.pixel_values.clone())
     tpo.loss.backward()
@@ -67,3 +68,21 @@ def test_tpo_with_a_corrupted_image_differs_from_dpo(tiny_base, prefs):
     # The tiny test model leans little on its image: scores are small, but they move the loss.
     assert torch.isfinite(tpo.loss) and abs(tpo.loss.item() - dpo.loss.item()) > 1e-7
     assert tpo.metrics["tpo/score_chosen"] != 0.0
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_tpo_in_one_batched_pass_equals_separate_passes(tiny_base, prefs, detach):
+    results = []
+    for one_pass in (True, False):
+        config = TrainConfig(method="tpo", beta=0.2, detach_weights=detach, tpo_one_pass=one_pass)
+        policy, reference, batch, rows = _setup(tiny_base, prefs, config)
+        noisy = batch.pixel_values + torch.randn(batch.pixel_values.shape, generator=torch.Generator().manual_seed(0))
+        out = tpo_step(policy, reference, batch, rows, config, noisy)
+        out.loss.backward()
+        results.append((out, {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}))
+    (one, one_grads), (two, two_grads) = results
+    torch.testing.assert_close(one.loss, two.loss, rtol=1e-5, atol=1e-6)
+    assert one.metrics["tpo/score_rejected"] == pytest.approx(two.metrics["tpo/score_rejected"], rel=1e-4, abs=1e-6)
+    assert one_grads.keys() == two_grads.keys()
+    for name, grad in one_grads.items():
+        torch.testing.assert_close(grad, two_grads[name], rtol=1e-4, atol=1e-6)

@@ -26,7 +26,7 @@ from vlalign.eval.chair import Vocabulary
 from vlalign.eval.generate import chat_prompt
 from vlalign.generate.rules import MentionFinder
 from vlalign.logps import pair_logps, response_token_spans
-from vlalign.rewards.visual_anchor import visual_anchor_scores
+from vlalign.rewards.visual_anchor import KINDS, visual_anchor_scores
 from vlalign.train.data import Pairs
 from vlalign.train.methods import corrupt_pixels
 
@@ -71,6 +71,12 @@ class InspectConfig:
     batch_size: int = 8
     seed: int = 0
     limit: int = 0  # records to score; 0 = all
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)} (got {self.kind!r})")
+        if self.batch_size < 1 or self.limit < 0 or not 0 <= self.noise_step < 1000:
+            raise ValueError("batch_size must be at least 1, limit at least 0, noise_step in [0, 1000)")
 
 
 def _finder(vocab: Vocabulary) -> MentionFinder:

@@ -22,7 +22,6 @@ from vlalign.inspect.page import histogram_png, page_html, score_scale, tokens_p
 from vlalign.inspect.rewards import InspectConfig, ScoredAnswer, score_records, summarize
 from vlalign.io import atomic_dir, check_output_dir, write_json, write_jsonl
 from vlalign.models.load import load_vlm
-from vlalign.rewards.visual_anchor import KINDS
 from vlalign.train.data import load_pairs
 
 
@@ -38,10 +37,7 @@ def inspect_rewards(model_dir: str | Path, data: str | Path, out: str | Path, vo
                     overwrite: bool = False, device: str | None = None, trust_remote_code: bool = False,
                     on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Score ``data``'s records under ``model_dir``'s model, write the files above to ``out``; the summary."""
-    if config.kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)} (got {config.kind!r})")
-    if config.batch_size < 1 or config.limit < 0:
-        raise ValueError("batch_size must be at least 1 and limit at least 0")
+    config.validate()
     check_output_dir(out, overwrite)  # before the long part, not after
     pairs = load_pairs(data, image_root)
     vlm = load_vlm(model_dir, dtype="float32" if device in (None, "cpu") else "auto", device=device,

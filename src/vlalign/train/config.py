@@ -40,6 +40,7 @@ class TrainConfig:
     tpo_a: float = 0.5
     tpo_score: str = "logits"  # logits (the reference code) | logps
     detach_weights: bool = False  # stop gradients through the policy's c (the reference code lets them flow)
+    tpo_one_pass: bool = True  # clean and corrupted images in one batched pass (false: two, half the activations)
     noise_step: int = 500  # diffusion step of the corrupted image, POVID and TPO (fresh, seeded noise every step)
     noise_mode: str = "clip"  # clip | wrap (the reference code's uint8 wrap-around)
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from vlalign.data.corrupt import diffusion_noise, to_pil, to_tensor
-from vlalign.logps import PairBatch, PairLogps, pair_logps, response_argmax
+from vlalign.logps import PairBatch, PairLogps, pair_logps, response_argmax, split_second_images, with_second_images
 from vlalign.losses.dpo import DPOOutput, dpo_loss, sequence_logps, sft_loss
 from vlalign.losses.povid import povid_loss, povid_paper_loss
 from vlalign.losses.tpo import calibrated_weights, tpo_loss
@@ -98,14 +98,25 @@ def tpo_step(policy, reference: Reference, batch: PairBatch, rows: list[int], co
              noisy_pixels: torch.Tensor) -> StepOutput:
     """TPO (Gu, Wang et al. 2024): DPO over log p + log c, c from each model's clean-minus-corrupted scores.
 
-    Four teacher-forced passes over both answers: policy and reference, each with the clean and
-    the corrupted image. Under ``detach_weights`` the policy's corrupted pass needs no graph.
+    Teacher-forced passes over both answers: policy and reference, each with the clean and the
+    corrupted image, the two images in one batched pass (``tpo_one_pass``). Under
+    ``detach_weights`` the policy's corrupted pass runs apart, without a graph.
     """
-    noisy = replace(batch, pixel_values=noisy_pixels)
-    pol = pair_logps(policy, batch)
-    with torch.no_grad() if config.detach_weights else nullcontext():
-        pol_noisy = pair_logps(policy, noisy)
-    ref, ref_noisy = reference(batch, None, rows), reference(noisy, None, rows)
+    if config.tpo_one_pass:
+        both = with_second_images(batch, noisy_pixels)
+        ref, ref_noisy = split_second_images(reference(both, None, rows))
+        if config.detach_weights:
+            pol = pair_logps(policy, batch)
+            with torch.no_grad():
+                pol_noisy = pair_logps(policy, replace(batch, pixel_values=noisy_pixels))
+        else:
+            pol, pol_noisy = split_second_images(pair_logps(policy, both))
+    else:
+        noisy = replace(batch, pixel_values=noisy_pixels)
+        pol = pair_logps(policy, batch)
+        with torch.no_grad() if config.detach_weights else nullcontext():
+            pol_noisy = pair_logps(policy, noisy)
+        ref, ref_noisy = reference(batch, None, rows), reference(noisy, None, rows)
     a = config.tpo_a
     (pol_sc, pol_sr), (ref_sc, ref_sr) = (visual_anchor_scores(clean, corrupt, config.tpo_score)
                                           for clean, corrupt in ((pol, pol_noisy), (ref, ref_noisy)))
