@@ -7,8 +7,10 @@
    trained on the world's instruction data (descriptions and yes/no questions), loss on the
    answers only.
 
-The base model hallucinates for the reason large VLMs do: training images follow the scene
-priors, so naming an object's usual company is usually right there; the test split breaks them.
+The base model hallucinates for the reasons large VLMs do: training images follow the scene
+priors, so naming an object's usual company is usually right there (the test split breaks
+them), and some of its training descriptions name an object that is not in the image but
+usual for the scene (:func:`add_expected_objects`), as machine-written instruction data does.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class PretrainConfig:
     clip_object_weight: float = 2.0  # weight of the per-category sigmoid loss (see train_clip)
     clip_patch_weight: float = 5.0  # weight of the per-patch object loss (see train_clip); 0 = off
     llava_epochs: float = 5.0  # passes over sft_train.jsonl (fractions allowed)
-    expected_object_rate: float = 0.0  # see add_expected_objects
+    expected_object_rate: float = 0.5  # descriptions that name one more, absent object (add_expected_objects)
     llava_batch_size: int = 32
     llava_lr: float = 1e-3
     warmup_ratio: float = 0.05  # linear warmup, then cosine decay to 10%
