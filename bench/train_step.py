@@ -34,6 +34,9 @@ import psutil
 import torch
 
 MiB = 1024 * 1024
+# What each child process runs, and its name in the table.
+RUNS = {"vlalign": "vlalign DPO", "trl": "TRL DPOTrainer", "povid": "vlalign POVID stage 2", "tpo": "vlalign TPO",
+        "tpo-detached": "vlalign TPO, detach_weights"}
 
 def high_water() -> int:
     """Peak RSS (bytes) since start or since the last :func:`reset_high_water`."""
@@ -75,7 +78,7 @@ def optimizer_step(params, optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def run_vlalign(args, method: str) -> dict:
+def run_vlalign(args, method: str, detach: bool = False) -> dict:
     from vlalign.models.load import load_vlm
     from vlalign.train.config import TrainConfig
     from vlalign.train.data import load_pairs
@@ -83,7 +86,7 @@ def run_vlalign(args, method: str) -> dict:
     from vlalign.train.model import prepare_policy
     from vlalign.train.reference import make_reference
 
-    config = TrainConfig(method=method, beta=args.beta, lr=args.lr, batch_size=args.batch_size)
+    config = TrainConfig(method=method, beta=args.beta, lr=args.lr, batch_size=args.batch_size, detach_weights=detach)
     pairs = load_pairs(args.data)
     rows = list(range(args.batch_size))
     vlm = load_vlm(args.model, dtype="float32", device="cpu")
@@ -168,7 +171,8 @@ def child(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    result = run_trl(args) if args.only == "trl" else run_vlalign(args, "dpo" if args.only == "vlalign" else args.only)
+    method = {"vlalign": "dpo", "tpo-detached": "tpo"}.get(args.only, args.only)
+    result = run_trl(args) if args.only == "trl" else run_vlalign(args, method, detach=args.only == "tpo-detached")
     print("RESULT " + json.dumps({**result, "threads": torch.get_num_threads()}))
 
 
@@ -197,7 +201,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each child (0: torch's default)")
-    parser.add_argument("--only", choices=["vlalign", "trl", "povid", "tpo"], help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=list(RUNS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.warmup = max(1, args.warmup)
     if not Path(args.model, "config.json").is_file():
@@ -209,17 +213,16 @@ def main() -> None:
         return child(args)
 
     res = {}
-    for which in ("vlalign", "trl", "povid", "tpo"):
+    for which in RUNS:
         print(f"running {which} ...", file=sys.stderr, flush=True)
         res[which] = spawn(args, which)
     trl_r, ours = res["trl"], res["vlalign"]
-    names = {"vlalign": "vlalign DPO", "trl": f"TRL {trl_r['version']} DPOTrainer", "povid": "vlalign POVID stage 2",
-             "tpo": "vlalign TPO"}
+    names = {**RUNS, "trl": f"TRL {trl_r['version']} DPOTrainer"}
 
     print("\n| framework | median s/step | tokens/s | peak RSS MiB | RSS before steps MiB | peak during steps "
           "above that MiB | time vs TRL | peak RSS vs TRL |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for which in ("vlalign", "trl", "povid", "tpo"):
+    for which in RUNS:
         r = res[which]
         extra = "n/a" if r["steps_extra_mib"] is None else f"{r['steps_extra_mib']:.0f}"
         print(f"| {names[which]} | {r['median_s']:.4f} | {r['tokens'] / r['median_s']:.0f} | {r['peak_mib']:.0f} | "
@@ -233,9 +236,12 @@ def main() -> None:
           f"(includes corrupting the {args.batch_size} images each step)")
     tpo_ratio = res["tpo"]["median_s"] / ours["median_s"]
     print(f"TPO step / vlalign DPO step: {tpo_ratio:.2f}x time (goal <= 1.40x: {'met' if tpo_ratio <= 1.4 else 'NOT met'}; "
-          "policy and reference each score both answers with the clean and the corrupted image)")
+          "policy and reference each score both answers with the clean and the corrupted image, so with "
+          "gradients through c the policy's forward and backward run on twice the sequences: 2x DPO's FLOPs)")
+    print(f"TPO step with detach_weights / vlalign DPO step: {res['tpo-detached']['median_s'] / ours['median_s']:.2f}x "
+          "time (the policy's corrupted pass without a graph: 1.5x DPO's FLOPs)")
     print("\nsanity checks (policy == reference at step 1, so the DPO loss should be log 2 = 0.6931):")
-    for which in ("vlalign", "trl", "povid", "tpo"):
+    for which in RUNS:
         r = res[which]
         print(f"- {names[which]}: first loss {r['first_loss']:.4f}, trainable params {r['trainable']:,}, "
               f"batch {r['shape'][0]}x{r['shape'][1]} ids, {r['tokens']} real tokens, {r['response_tokens']} "
