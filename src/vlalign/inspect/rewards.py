@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ import torch
 from vlalign.eval.chair import Vocabulary
 from vlalign.eval.generate import chat_prompt
 from vlalign.generate.rules import MentionFinder
-from vlalign.logps import pair_logps, response_token_spans
+from vlalign.logps import pair_logps, response_token_spans, split_second_images, with_second_images
 from vlalign.rewards.visual_anchor import KINDS, visual_anchor_scores
 from vlalign.train.data import Pairs
 from vlalign.train.methods import corrupt_pixels
@@ -133,8 +133,7 @@ def score_records(model, processor, pairs: Pairs, vocab: Vocabulary, config: Ins
         batch, images = pairs.collate(processor, rows)
         noisy = corrupt_pixels(processor, images, config.noise_step, config.noise_mode, generator)
         batch = batch.to(device)
-        clean = pair_logps(model, batch)
-        corrupted = pair_logps(model, replace(batch, pixel_values=noisy.to(batch.pixel_values)))
+        clean, corrupted = split_second_images(pair_logps(model, with_second_images(batch, noisy)))
         chosen_s, rejected_s = visual_anchor_scores(clean, corrupted, config.kind)
         for b, r in enumerate(rows):
             rec = pairs.records[r]
