@@ -23,7 +23,8 @@ _LABEL_COLORS = {"present": "#2a9d4b", "absent": "#d1495b", "other": "#8d99ae"}
 def score_scale(records: list[ScoredRecord]) -> float:
     """The |s| that gets full colour: the 95th percentile over every token of every answer."""
     values = np.abs([s for r in records for a in (r.chosen, r.rejected) for s in a.scores])
-    return float(np.percentile(values, 95)) if values.size and np.percentile(values, 95) > 0 else 1.0
+    scale = float(np.percentile(values, 95)) if values.size else 0.0
+    return scale if scale > 0 else 1.0
 
 
 def shade(score: float, scale: float) -> tuple[int, int, int]:

@@ -57,8 +57,7 @@ def dpo_step(policy, reference: Reference, batch: PairBatch, rows: list[int], co
     out = dpo_loss(sequence_logps(pol.chosen, pol.chosen_mask), sequence_logps(pol.rejected, pol.rejected_mask),
                    sequence_logps(ref.chosen, ref.chosen_mask), sequence_logps(ref.rejected, ref.rejected_mask),
                    beta=config.beta, label_smoothing=config.label_smoothing)
-    loss = out.loss
-    loss = _with_sft(loss, pol, config)
+    loss = _with_sft(out.loss, pol, config)
     return StepOutput(loss, {"loss": loss.item(), **_metrics(out)})
 
 
@@ -102,21 +101,18 @@ def tpo_step(policy, reference: Reference, batch: PairBatch, rows: list[int], co
     corrupted image, the two images in one batched pass (``tpo_one_pass``). Under
     ``detach_weights`` the policy's corrupted pass runs apart, without a graph.
     """
-    if config.tpo_one_pass:
-        both = with_second_images(batch, noisy_pixels)
+    noisy = replace(batch, pixel_values=noisy_pixels)
+    both = with_second_images(batch, noisy_pixels) if config.tpo_one_pass else None
+    if both is not None:
         ref, ref_noisy = split_second_images(reference(both, None, rows))
-        if config.detach_weights:
-            pol = pair_logps(policy, batch)
-            with torch.no_grad():
-                pol_noisy = pair_logps(policy, replace(batch, pixel_values=noisy_pixels))
-        else:
-            pol, pol_noisy = split_second_images(pair_logps(policy, both))
     else:
-        noisy = replace(batch, pixel_values=noisy_pixels)
+        ref, ref_noisy = reference(batch, None, rows), reference(noisy, None, rows)
+    if both is not None and not config.detach_weights:
+        pol, pol_noisy = split_second_images(pair_logps(policy, both))
+    else:  # the corrupted pass needs no graph when c is detached, so it runs apart
         pol = pair_logps(policy, batch)
         with torch.no_grad() if config.detach_weights else nullcontext():
             pol_noisy = pair_logps(policy, noisy)
-        ref, ref_noisy = reference(batch, None, rows), reference(noisy, None, rows)
     a = config.tpo_a
     (pol_sc, pol_sr), (ref_sc, ref_sr) = (visual_anchor_scores(clean, corrupt, config.tpo_score)
                                           for clean, corrupt in ((pol, pol_noisy), (ref, ref_noisy)))
@@ -124,8 +120,7 @@ def tpo_step(policy, reference: Reference, batch: PairBatch, rows: list[int], co
                    calibrated_weights(pol_sc, True, a), calibrated_weights(pol_sr, False, a),
                    calibrated_weights(ref_sc, True, a), calibrated_weights(ref_sr, False, a),
                    beta=config.beta, label_smoothing=config.label_smoothing, detach_weights=config.detach_weights)
-    loss = out.loss
-    loss = _with_sft(loss, pol, config)
+    loss = _with_sft(out.loss, pol, config)
     # Mean score of chosen and rejected tokens: does the image support the chosen answer more?
     score_chosen = (pol_sc * pol.chosen_mask).sum() / pol.chosen_mask.sum()
     score_rejected = (pol_sr * pol.rejected_mask).sum() / pol.rejected_mask.sum()
