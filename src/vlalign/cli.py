@@ -295,6 +295,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.validate()
     except ValueError as err:
         raise UserError(f"train config: {err}") from None
+    data, fisao = _train_inputs(args, config.method)
     _quiet_transformers()
     bar = None
 
@@ -303,17 +304,42 @@ def cmd_train(args: argparse.Namespace) -> int:
         if bar is None:
             bar = tqdm(total=total, initial=step - 1, desc=f"train {config.method}", unit="step", dynamic_ncols=True)
         bar.update(step - bar.n)
-        bar.set_postfix({"loss": f"{metrics['loss']:.3f}", "margin": f"{metrics['rewards/margin']:.3f}",
-                         "acc": f"{metrics['rewards/accuracy']:.2f}", "tok/s": f"{metrics['tokens_per_s']:.0f}"},
-                        refresh=False)
+        shown = ({"reward": "fisao/mention_reward", "kl": "fisao/kl", "clip": "fisao/clip_fraction"}
+                 if config.method == "fisao" else {"margin": "rewards/margin", "acc": "rewards/accuracy"})
+        bar.set_postfix({"loss": f"{metrics['loss']:.3f}", **{k: f"{metrics[v]:.3f}" for k, v in shown.items()},
+                         "tok/s": f"{metrics['tokens_per_s']:.0f}"}, refresh=False)
 
-    summary = train(args.model, args.data, args.out, config, eval_data=args.eval_data, image_root=args.image_root,
-                    resume=args.resume, on_step=on_step, trust_remote_code=args.trust_remote_code)
+    summary = train(args.model, data, args.out, config, eval_data=args.eval_data, image_root=args.image_root,
+                    resume=args.resume, on_step=on_step, trust_remote_code=args.trust_remote_code, fisao=fisao)
     if bar is not None:
         bar.close()
-    print(f"{config.method}: {summary['steps']} steps on {summary['records']} pairs; model written to "
+    what = "prompts" if fisao else "pairs"
+    print(f"{config.method}: {summary['steps']} steps on {summary['records']} {what}; model written to "
           f"{args.out}/model, metrics in {args.out}/metrics.jsonl")
     return 0
+
+
+def _train_inputs(args: argparse.Namespace, method: str):
+    """``(data, FisaoInputs | None)`` from the arguments, or a one-line error naming what is missing."""
+    from vlalign.train.fisao import FisaoInputs
+
+    if method != "fisao":
+        if not args.data:
+            raise UserError(f"train --method {method}: --data (preference records) is required")
+        extra = [f"--{n}" for n in ("prompts", "verifier", "calibration", "vocab") if getattr(args, n)]
+        if extra:
+            raise UserError(f"train --method {method}: {', '.join(extra)} belong to --method fisao")
+        return args.data, None
+    if args.data:
+        raise UserError("train --method fisao samples its own answers: give --prompts, not --data")
+    if not args.prompts or not args.verifier:
+        raise UserError("train --method fisao needs --prompts and --verifier")
+    calibration = args.calibration or (args.prompts if Path(args.prompts).is_dir() else None)
+    if calibration is None:
+        raise UserError("train --method fisao: --calibration (a world or COCO directory with ground truth, or a "
+                        "calibration.json) is required when --prompts is a file")
+    return args.prompts, FisaoInputs(args.verifier, calibration, args.calibration_split, args.prompts_split,
+                                     args.vocab)
 
 
 def cmd_inspect_rewards(args: argparse.Namespace) -> int:
@@ -467,10 +493,19 @@ def build_parser() -> argparse.ArgumentParser:
     noisy.add_argument("--device")
     noisy.set_defaults(func=cmd_generate_noisy)
 
-    tr = sub.add_parser("train", help="align a VLM on preference records (DPO, POVID)")
+    tr = sub.add_parser("train", help="align a VLM: on preference records (DPO, POVID, TPO) or by itself (FiSAO)")
     tr.add_argument("--method", choices=METHODS, help="overrides the config's method")
     tr.add_argument("--model", required=True, help="VLM directory to start from")
-    tr.add_argument("--data", required=True, help="preference records (JSON Lines, any supported format)")
+    tr.add_argument("--data", help="preference records (JSON Lines, any supported format); DPO, POVID, TPO")
+    tr.add_argument("--prompts", help="fisao: a world or COCO directory (its --prompts-split images), or JSON Lines "
+                    "of {id, image, prompt}")
+    tr.add_argument("--prompts-split", default="train", help="fisao: split of a --prompts directory")
+    tr.add_argument("--verifier", help="fisao: CLIP model directory that scores object words (the world's clip/)")
+    tr.add_argument("--calibration", help="fisao: world or COCO directory with ground truth for the reward "
+                    "baselines (default: --prompts, when it is a directory), or an earlier run's calibration.json")
+    tr.add_argument("--calibration-split", default="val", help="fisao: split of --calibration (held out)")
+    tr.add_argument("--vocab", help="fisao: object words, a world directory or a CHAIR synonyms.txt (default: the "
+                    "--calibration or --prompts directory's, else COCO's)")
     tr.add_argument("--out", required=True, help="run directory (model/, checkpoints/, metrics.jsonl, tensorboard/)")
     tr.add_argument("--eval-data", help="held-out preference records, scored every eval_every steps and at the end")
     tr.add_argument("--image-root", help="directory image paths are relative to (default: each file's)")

@@ -3,7 +3,8 @@ import math
 import pytest
 
 from vlalign.eval.chair import Vocabulary
-from vlalign.inspect.rewards import ScoredAnswer, ScoredRecord, Word, _finder, label_words, summarize
+from vlalign.inspect.rewards import ScoredAnswer, ScoredRecord, Word, label_words, summarize
+from vlalign.rewards.verifier import object_finder
 
 VOCAB = Vocabulary({"dog": "dog", "puppy": "dog", "cat": "cat", "dining table": "dining table"}, {},
                    ("dog", "cat", "dining table"))
@@ -15,7 +16,7 @@ SCORES = [1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 0.0, 1.0, -2.0, 3.0, 1.0, 9.0]
 
 
 def test_words_average_their_tokens_and_objects_only_the_rejected_answer_names_are_absent():
-    words = label_words(TEXT, SPANS, SCORES, _finder(VOCAB), named_by_chosen={"cat"}, chosen=False)
+    words = label_words(TEXT, SPANS, SCORES, object_finder(VOCAB), named_by_chosen={"cat"}, chosen=False)
     assert [(w.start, w.end, w.label, w.score) for w in words] == [
         (0, 5, "other", 1.0), (6, 8, "other", 2.0), (9, 10, "other", 3.0), (11, 14, "other", 4.0),
         (15, 18, "absent", 6.0),  # " d" + "og": (5 + 7) / 2
@@ -26,14 +27,14 @@ def test_words_average_their_tokens_and_objects_only_the_rejected_answer_names_a
 
 
 def test_every_object_the_chosen_answer_names_is_present():
-    words = label_words(TEXT, SPANS, SCORES, _finder(VOCAB), named_by_chosen={"dog", "cat"}, chosen=True)
+    words = label_words(TEXT, SPANS, SCORES, object_finder(VOCAB), named_by_chosen={"dog", "cat"}, chosen=True)
     assert [w.label for w in words if w.label != "other"] == ["present", "present"]
 
 
 def test_two_word_names_and_synonyms_are_one_word():
     text = "A puppy by the dining table."
     spans = [(0, 1), (1, 7), (7, 10), (10, 14), (14, 21), (21, 27), (27, 28), (28, 28)]
-    words = label_words(text, spans, [0, 2, 0, 0, 4, 6, 0, 0], _finder(VOCAB), named_by_chosen=set(), chosen=False)
+    words = label_words(text, spans, [0, 2, 0, 0, 4, 6, 0, 0], object_finder(VOCAB), named_by_chosen=set(), chosen=False)
     objects = [(text[w.start:w.end], w.label, w.score) for w in words if w.label != "other"]
     assert objects == [("puppy", "absent", 2.0), ("dining table", "absent", 5.0)]
 

@@ -26,6 +26,7 @@ from vlalign.eval.chair import Vocabulary
 from vlalign.eval.generate import chat_prompt
 from vlalign.generate.rules import MentionFinder
 from vlalign.logps import pair_logps, response_token_spans, split_second_images, with_second_images
+from vlalign.rewards.verifier import object_finder, visible_starts
 from vlalign.rewards.visual_anchor import KINDS, visual_anchor_scores
 from vlalign.train.data import Pairs
 from vlalign.train.methods import corrupt_pixels
@@ -79,13 +80,6 @@ class InspectConfig:
             raise ValueError("batch_size must be at least 1, limit at least 0, noise_step in [0, 1000)")
 
 
-def _finder(vocab: Vocabulary) -> MentionFinder:
-    words: dict[str, list[str]] = {}
-    for term, canonical in vocab.synonyms.items():
-        words.setdefault(canonical, []).append(term)
-    return MentionFinder(words)
-
-
 def label_words(text: str, spans: list[tuple[int, int]], scores: list[float], finder: MentionFinder,
                 named_by_chosen: set[str], chosen: bool) -> list[Word]:
     """The words of ``text`` (object mentions whole, else runs of non-space), each with its label and
@@ -100,11 +94,11 @@ def label_words(text: str, spans: list[tuple[int, int]], scores: list[float], fi
     units += [(w.start(), w.end(), "other") for w in _WORD.finditer(text, at)]
     sums, counts = np.zeros(len(units)), np.zeros(len(units))
     starts = [u[0] for u in units]
-    for (start, end), score in zip(spans[:-1], scores[:-1]):  # the eos is not a word
-        piece = text[start:end]
-        visible = start + len(piece) - len(piece.lstrip())
+    for visible, score in zip(visible_starts(text, spans[:-1]), scores[:-1]):  # the eos is not a word
+        if visible is None:  # a token of spaces only
+            continue
         k = int(np.searchsorted(starts, visible, side="right")) - 1
-        if visible < end and k >= 0 and visible < units[k][1]:
+        if k >= 0 and visible < units[k][1]:
             sums[k] += score
             counts[k] += 1
     return [Word(s, e, label, float(sums[k] / counts[k])) for k, (s, e, label) in enumerate(units) if counts[k]]
@@ -123,7 +117,7 @@ def _edit_spans(meta: dict[str, Any]) -> list[tuple[int, int]]:
 def score_records(model, processor, pairs: Pairs, vocab: Vocabulary, config: InspectConfig,
                   on_progress: Callable[[int, int], None] | None = None) -> list[ScoredRecord]:
     """Visual-anchored scores of every token of the first ``config.limit`` records (all when 0)."""
-    finder = _finder(vocab)
+    finder = object_finder(vocab)
     total = min(config.limit, len(pairs.records)) if config.limit else len(pairs.records)
     generator = torch.Generator().manual_seed(config.seed)
     device = next(model.parameters()).device

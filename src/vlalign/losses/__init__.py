@@ -11,4 +11,6 @@ mask ``(B, L)``, reduced to sequence log-probs ``(B,)`` by
   :func:`vlalign.losses.dpo.dpo_loss`.
 * :mod:`vlalign.losses.tpo`: TPO's self-calibrated token weights and its DPO over
   ``log p + log c`` per token (the visual-anchored scores that feed it come from model calls).
+* :mod:`vlalign.losses.fisao`: FiSAO's token-level objective as reconstructed here: rewards-to-go,
+  PPO's clipped surrogate per token and a per-token KL to the reference.
 """

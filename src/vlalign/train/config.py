@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-METHODS = ("dpo", "povid", "tpo")
+METHODS = ("dpo", "povid", "tpo", "fisao")
+PAIR_METHODS = ("dpo", "povid", "tpo")  # trained on preference records; FiSAO samples its own answers
 REFERENCES = ("auto", "copy", "adapter", "precomputed")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
@@ -23,10 +24,44 @@ class LoraSettings:
 
 
 @dataclass
+class FisaoSettings:
+    """FiSAO (Cui et al. 2024, reconstructed): rounds of sampling, verifier rewards and clipped updates.
+
+    Each round samples ``samples`` answers to each of ``prompts_per_round`` images with the
+    current policy, scores their object words with the verifier, then makes ``epochs`` passes
+    over them, ``batch_size`` answers a micro-batch (answers to one image travel in twos).
+    """
+
+    rounds: int = 20
+    prompts_per_round: int = 32  # images a round (per process)
+    samples: int = 4  # answers per image
+    epochs: int = 2  # passes over a round's answers
+    clip: float = 0.2  # PPO's epsilon: the ratio pi / pi_old is clipped to [1 - clip, 1 + clip]
+    kl_coef: float = 0.05  # weight of the per-token KL to the reference
+    gamma: float = 0.9  # discount of rewards-to-go: how far back an object word's reward reaches
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 1.0
+    max_new_tokens: int = 96  # answer length limit while sampling
+    prompt: str = "Describe this image."  # the question asked when --prompts is a directory
+    patch_level: bool = False  # verifier: max over image patches instead of the global embedding
+    calibration_images: int = 100  # images of the calibration split for the reward baselines
+
+    def validate(self) -> None:
+        if min(self.rounds, self.prompts_per_round, self.samples, self.epochs, self.max_new_tokens,
+               self.calibration_images) < 1:
+            raise ValueError("fisao: rounds, prompts_per_round, samples, epochs, max_new_tokens and "
+                             "calibration_images must be at least 1")
+        if self.clip <= 0 or self.kl_coef < 0 or not 0 <= self.gamma <= 1:
+            raise ValueError("fisao: need clip > 0, kl_coef >= 0 and gamma in [0, 1]")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError("fisao: need temperature > 0 and top_p in (0, 1]")
+
+
+@dataclass
 class TrainConfig:
     """Every setting of ``vlalign train``. Defaults suit the synthetic world's base model on a CPU."""
 
-    method: str = "dpo"  # dpo | povid (stage 2: injected and noise-triggered rejections) | tpo
+    method: str = "dpo"  # dpo | povid (stage 2: injected and noise-triggered rejections) | tpo | fisao
     beta: float = 0.1
     label_smoothing: float = 0.0  # cDPO epsilon
     sft_weight: float = 0.0  # adds sft_weight * NLL(chosen) (RPO-style)
@@ -43,12 +78,13 @@ class TrainConfig:
     tpo_one_pass: bool = True  # clean and corrupted images in one batched pass (false: two, half the activations)
     noise_step: int = 500  # diffusion step of the corrupted image, POVID and TPO (fresh, seeded noise every step)
     noise_mode: str = "clip"  # clip | wrap (the reference code's uint8 wrap-around)
+    fisao: FisaoSettings = field(default_factory=FisaoSettings)
 
     lr: float = 1e-4
     weight_decay: float = 0.0
     epochs: float = 1.0
-    max_steps: int = 0  # optimizer steps; 0 = from epochs
-    batch_size: int = 8  # pairs per micro-batch (per process)
+    max_steps: int = 0  # optimizer steps; 0 = from epochs (FiSAO: from fisao.rounds)
+    batch_size: int = 8  # pairs per micro-batch (per process); FiSAO: sampled answers
     grad_accum: int = 1  # micro-batches per optimizer step
     schedule: str = "cosine"
     warmup_ratio: float = 0.1
@@ -83,9 +119,10 @@ class TrainConfig:
             raise ValueError("noise_step must be in [0, 999]")
         if self.reference == "adapter" and not self.lora.enabled:
             raise ValueError("reference 'adapter' needs lora.enabled: true")
-        if self.reference == "precomputed" and self.method in ("povid", "tpo"):
-            raise ValueError(f"{self.method} scores fresh noise-corrupted images each step: it needs a live "
-                             "reference (copy or adapter), not a precomputed one")
+        if self.reference == "precomputed" and self.method in ("povid", "tpo", "fisao"):
+            raise ValueError(f"{self.method} scores new inputs every step (corrupted images, sampled answers): "
+                             "it needs a live reference (copy or adapter), not a precomputed one")
+        self.fisao.validate()
         if self.tpo_a < 0:
             raise ValueError("tpo_a must be >= 0")
         if not (self.train_vision or self.train_projector or self.train_llm or self.lora.enabled):

@@ -20,10 +20,11 @@ from typing import Any
 import torch
 from vlalign.config import config_to_dict
 from vlalign.errors import UserError
-from vlalign.models.load import load_vlm
+from vlalign.models.load import LoadedVLM, load_vlm
 from vlalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlalign.train.config import TrainConfig
 from vlalign.train.data import Pairs, load_pairs
+from vlalign.train.fisao import FisaoInputs, FisaoRounds, fisao_setup, fisao_total_steps, load_prompts
 from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step, tpo_step
 from vlalign.train.model import prepare_policy
 from vlalign.train.reference import make_reference
@@ -68,6 +69,23 @@ def _schedule(config: TrainConfig, total: int) -> Callable[[int], float]:
     return factor
 
 
+class PairBatches:
+    """The micro-batches of a run on preference records (DPO, POVID, TPO), ``index`` by ``index``."""
+
+    def __init__(self, pairs: Pairs, vlm, config: TrainConfig, device, process_index: int, num_processes: int):
+        self.pairs, self.vlm, self.config, self.device = pairs, vlm, config, device
+        self.process_index, self.num_processes = process_index, num_processes
+
+    def loss(self, policy, reference, index: int, sampler=None):
+        """``(StepOutput, tokens in the batch, record ids)`` of global micro-batch ``index``."""
+        config = self.config
+        rows = micro_batch_rows(len(self.pairs.records), config.batch_size * self.num_processes, config.seed,
+                                index)[self.process_index::self.num_processes]
+        result, batch = _loss(policy, reference, self.vlm, self.pairs, rows, config,
+                              noise_seed=config.seed * 1_000_003 + index, device=self.device)
+        return result, int(batch.attention_mask.sum()), [self.pairs.records[r].id for r in rows]
+
+
 def _loss(policy, reference, vlm, pairs: Pairs, rows: list[int], config: TrainConfig, noise_seed: int, device):
     batch, images = pairs.collate(vlm.processor, rows)
     batch = batch.to(device)
@@ -95,15 +113,24 @@ def evaluate_pairs(policy, reference, vlm, pairs: Pairs, config: TrainConfig, de
 
 def train(model_dir: str | Path, data: str | Path, out: str | Path, config: TrainConfig,
           eval_data: str | Path | None = None, image_root: str | Path | None = None, resume: bool = False,
-          on_step: StepCallback | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
-    """Align the VLM in ``model_dir`` on the preference records ``data``; write ``out/``. Returns a summary."""
+          on_step: StepCallback | None = None, trust_remote_code: bool = False,
+          fisao: FisaoInputs | None = None) -> dict[str, Any]:
+    """Align the VLM in ``model_dir``; write ``out/``. Returns a summary.
+
+    ``data`` is preference records, or for FiSAO the prompts (:func:`vlalign.train.fisao.load_prompts`),
+    with ``fisao`` saying where the verifier and the calibration split are.
+    """
     from accelerate import Accelerator
 
     config.validate()
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"{out}: exists and is not empty (pass --resume to continue a run there)")
-    pairs = load_pairs(data, image_root)
+    if (config.method == "fisao") != (fisao is not None):
+        raise UserError("fisao needs a verifier and a calibration split (--verifier, --calibration); "
+                        "the other methods take neither")
+    pairs = load_pairs(data, image_root) if fisao is None else None
+    prompts = load_prompts(data, fisao.prompts_split, config.fisao.prompt, image_root) if fisao else None
     held_out = load_pairs(eval_data, image_root) if eval_data else None
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard", project_dir=str(out))
     torch.manual_seed(config.seed)
@@ -112,7 +139,7 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
     policy = prepare_policy(vlm.model, config)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    total = total_steps(config, len(pairs.records))
+    total = total_steps(config, len(pairs.records)) if pairs else fisao_total_steps(config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
     policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
     device = accelerator.device
@@ -124,6 +151,14 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
         config, accelerator.unwrap_model(policy), frozen, held_out, vlm, Path(model_dir), device)
 
     out.mkdir(parents=True, exist_ok=True)
+    source: PairBatches | FisaoRounds
+    if fisao is None:
+        source = PairBatches(pairs, vlm, config, device, accelerator.process_index, accelerator.num_processes)
+    else:
+        sampler = LoadedVLM(accelerator.unwrap_model(policy), vlm.processor, vlm.family)
+        verifier, calibration, vocab = fisao_setup(sampler, fisao, data, config, out, device, resume)
+        source = FisaoRounds(vlm, prompts, verifier, calibration, vocab, config, out, device,
+                             accelerator.process_index, accelerator.num_processes)
     step = 0
     found = latest_checkpoint(out) if resume else None
     if found is not None:
@@ -139,20 +174,17 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
     try:
         while step < total:
             metrics: dict[str, float] = {}
+            step_started = time.perf_counter()
             for micro in range(config.grad_accum):
                 index = step * config.grad_accum + micro
-                rows = micro_batch_rows(len(pairs.records), config.batch_size * accelerator.num_processes,
-                                        config.seed, index)[accelerator.process_index::accelerator.num_processes]
                 with accelerator.autocast():
-                    result, batch = _loss(policy, reference, vlm, pairs, rows, config,
-                                          noise_seed=config.seed * 1_000_003 + index, device=device)
+                    result, batch_tokens, ids = source.loss(policy, reference, index, accelerator.unwrap_model(policy))
                 if not torch.isfinite(result.loss):
-                    ids = [pairs.records[r].id for r in rows]
                     save_checkpoint(out, step, accelerator.unwrap_model(policy), optimizer, scheduler)
                     raise TrainingDiverged(f"loss is {result.loss.item()} at step {step + 1} (records {', '.join(ids)});"
                                            f" the last good state is saved in {out}/checkpoints/step-{step}")
                 accelerator.backward(result.loss / config.grad_accum)
-                tokens += int(batch.attention_mask.sum())
+                tokens += batch_tokens
                 for k, v in result.metrics.items():
                     metrics[k] = metrics.get(k, 0.0) + v / config.grad_accum
             metrics["grad_norm"] = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
@@ -162,6 +194,7 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
             step += 1
             metrics["lr"] = scheduler.get_last_lr()[0]
             metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
+            metrics["step_s"] = time.perf_counter() - step_started
             if step % config.log_every == 0 or step == total:
                 log.write(json.dumps({"step": step, **metrics}) + "\n")
                 log.flush()
@@ -179,7 +212,7 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
     finally:
         log.close()
         accelerator.end_training()
-    return {"steps": step, "out": str(out), "records": len(pairs.records)}
+    return {"steps": step, "out": str(out), "records": len(pairs.records) if pairs else len(prompts)}
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -43,7 +43,7 @@ from vlalign.models.tiny import (
     train_tokenizer,
 )
 from vlalign.world.dataset import World
-from vlalign.world.text import DESCRIBE_PROMPTS, article, object_word
+from vlalign.world.text import DESCRIBE_PROMPTS, article, object_prompt, object_word
 from vlalign.world.vocab import BY_NAME, POSITIONS, SIZES
 
 # (stage, step, total, metrics) -> None; the CLI turns it into a progress bar.
@@ -134,11 +134,6 @@ def _chat_texts(world: World) -> list[str]:
     texts += [a["caption"] for a in world.coco("captions", "train")["annotations"]]
     texts += [object_prompt(w) for words in world.vocab["synonyms"].values() for w in words]
     return texts
-
-
-def object_prompt(word: str) -> str:
-    """The phrase that names one object to CLIP (also the verifier's phrase)."""
-    return f"a photo of {article(word)} {word}"
 
 
 def patch_labels(instances: dict, ids: list[int], categories: list[str], image_size: int, patch_size: int,

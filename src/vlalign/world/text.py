@@ -26,6 +26,12 @@ def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
+def object_prompt(word: str) -> str:
+    """The phrase that names one object to CLIP: the world's CLIP is trained on it, FiSAO's
+    verifier scores mentions with it (:mod:`vlalign.models.verifier`)."""
+    return f"a photo of {article(word)} {word}"
+
+
 def object_word(name: str, rng: np.random.Generator, synonym_prob: float) -> str:
     """The category's name, or one of its synonyms with probability ``synonym_prob``."""
     synonyms = BY_NAME[name].synonyms

@@ -1,0 +1,129 @@
+"""FiSAO in the training loop: rounds, rollouts on disk, resume mid-round and at a round boundary."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vlalign.errors import UserError
+from vlalign.rewards.verifier import Calibration
+from vlalign.train.config import FisaoSettings, TrainConfig
+from vlalign.train.fisao import FisaoInputs, _pairs, fisao_total_steps, load_prompts
+from vlalign.train.loop import train
+
+
+def _config(save_every: int = 3, **fisao) -> TrainConfig:
+    settings = dict(rounds=2, prompts_per_round=2, samples=3, epochs=2, max_new_tokens=10, calibration_images=4)
+    settings.update(fisao)
+    return TrainConfig(method="fisao", batch_size=2, lr=1e-2, warmup_ratio=0.0, save_every=save_every,
+                       fisao=FisaoSettings(**settings))
+
+
+@pytest.fixture
+def fixed_calibration(monkeypatch):
+    """The tiny world's 3-step CLIP separates nothing: give the rewards a fixed, known calibration."""
+    import vlalign.train.fisao as fisao
+
+    def calibrate(vlm, verifier, data, config):
+        return Calibration(0.2, -0.2, 5, 5, 0.75, config.fisao.patch_level), {"split": data.split}
+
+    monkeypatch.setattr(fisao, "calibrate_rewards", calibrate)
+
+
+def _weights(out):
+    steps = sorted((out / "checkpoints").iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    return load_file(str(steps[-1] / "trainable.safetensors"))
+
+
+def test_answers_pair_up_per_image_and_odd_counts_repeat_the_last():
+    assert _pairs(2, 3) == [(0, 1), (2, 2), (3, 4), (5, 5)]
+    assert _pairs(1, 4) == [(0, 1), (2, 3)]
+    assert _pairs(2, 1) == [(0, 0), (1, 1)]
+
+
+def test_total_steps_counts_every_round_and_epoch():
+    # 2 prompts x 3 samples -> 4 pairs a round; batch 2 -> 1 pair a micro-batch; 2 epochs -> 8; 2 rounds -> 16
+    assert fisao_total_steps(_config()) == 16
+    config = _config()
+    config.grad_accum = 3
+    assert fisao_total_steps(config) == 6  # ceil(16 / 3)
+    config.max_steps = 5
+    assert fisao_total_steps(config) == 5
+
+
+@pytest.mark.parametrize("cut_at_boundary", [False, True])
+def test_a_resumed_fisao_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, tiny_world, tiny_base,
+                                                                           fixed_calibration, cut_at_boundary):
+    inputs = FisaoInputs(tiny_base / "clip", tiny_world)
+    model = tiny_base / "llava"
+    # mid-round: 8 micro-batches a round, a checkpoint every 3, killed after step 5 (round 0, epoch 2).
+    # boundary: 4 a round, a checkpoint every 4, killed after step 5; round 1's draw is then deleted,
+    # so the resumed run draws it again from the checkpoint's weights.
+    config = (lambda: _config(epochs=1, save_every=4)) if cut_at_boundary else _config  # noqa: E731
+    whole = train(model, tiny_world, tmp_path / "whole", config(), fisao=inputs)
+    assert whole["records"] == 48  # the tiny world's train images
+    assert sorted(p.name for p in (tmp_path / "whole" / "rollouts").iterdir()) == ["round-0000", "round-0001"]
+
+    class Stop(Exception):
+        pass
+
+    def kill(step, total, metrics):
+        if step == 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(model, tiny_world, tmp_path / "cut", config(), fisao=inputs, on_step=kill)
+    if cut_at_boundary:
+        shutil.rmtree(tmp_path / "cut" / "rollouts" / "round-0001")
+    train(model, tiny_world, tmp_path / "cut", config(), fisao=inputs, resume=True)
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys() and len(a) > 0
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6)
+    for round_ in ("round-0000", "round-0001"):
+        first = json.loads((tmp_path / "whole" / "rollouts" / round_ / "rollout.json").read_text())
+        again = json.loads((tmp_path / "cut" / "rollouts" / round_ / "rollout.json").read_text())
+        assert [x["answer"] for x in first["answers"]] == [x["answer"] for x in again["answers"]]
+        assert len(first["answers"]) == 6  # 2 images x 3 answers
+
+
+def test_fisao_logs_its_rounds_and_keeps_each_rollout(tmp_path, tiny_world, tiny_base, fixed_calibration):
+    out = tmp_path / "run"
+    train(tiny_base / "llava", tiny_world, out, _config(rounds=1, epochs=1),
+          fisao=FisaoInputs(tiny_base / "clip", tiny_world))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for key in ("fisao/kl", "fisao/clip_fraction", "fisao/mention_reward", "fisao/sample_s", "fisao/verifier_s"):
+        assert key in rows[0]
+    assert rows[0]["fisao/ratio"] == pytest.approx(1.0, abs=1e-4)  # the first update is on-policy
+    assert rows[0]["fisao/kl"] == pytest.approx(0.0, abs=1e-6)  # and the policy is still the reference
+    rollout = json.loads((out / "rollouts" / "round-0000" / "rollout.json").read_text())
+    tensors = load_file(str(out / "rollouts" / "round-0000" / "tensors.safetensors"))
+    assert tensors["mask"].shape[0] == len(rollout["answers"]) == 6
+    for answer in rollout["answers"]:
+        for m in answer["mentions"]:
+            assert answer["answer"][m["start"]:m["end"]].strip() and -1.0 <= m["reward"] <= 1.0
+    assert (out / "model" / "config.json").is_file() and (out / "calibration.json").is_file()
+
+
+def test_prompts_from_a_file_and_their_mistakes(tmp_path, tiny_world):
+    image = next((tiny_world / "images" / "train").iterdir())
+    good = tmp_path / "prompts.jsonl"
+    good.write_text(json.dumps({"id": "a", "image": str(image), "prompt": "<image>\nDescribe it."}) + "\n\n"
+                    + json.dumps({"image": str(image), "prompt": "What is here?"}) + "\n")
+    prompts = load_prompts(good)
+    assert [(p.id, p.prompt) for p in prompts] == [("a", "Describe it."), ("prompts-3", "What is here?")]
+    assert len(load_prompts(tiny_world, "val")) == 8
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "a", "image": str(image), "prompt": "x"}) + "\n" + json.dumps({"image": 3}) + "\n")
+    with pytest.raises(UserError, match=r"bad.jsonl: line 2: .*'image' and 'prompt'"):
+        load_prompts(bad)
+    bad.write_text(json.dumps({"image": "missing.png", "prompt": "x"}) + "\n")
+    with pytest.raises(UserError, match=r"bad.jsonl: line 1: image not found"):
+        load_prompts(bad)
+    with pytest.raises(UserError, match="prompts not found"):
+        load_prompts(tmp_path / "nothing.jsonl")
