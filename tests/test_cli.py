@@ -95,20 +95,51 @@ def test_pretrain_command_end_to_end(tmp_path, tiny_world):
     assert again.returncode == 2 and "not empty" in again.stderr
 
 
-def test_demo_makes_pretrains_evaluates_then_reuses(tmp_path):
+def test_demo_trains_every_method_reports_then_reuses(tmp_path):
+    from vlalign.rewards.verifier import Calibration
+
+    run = tmp_path / "run"
     sizes = [f"sizes.{k}={v}" for k, v in TINY_SIZES.items()]
     pretrain_sets = [*sizes, "clip_steps=2", "clip_batch_size=8", "llava_epochs=0.2", "llava_batch_size=8"]
-    cmd = [sys.executable, "-m", "vlalign", "demo", "--out", str(tmp_path / "run"), "--eval-images", "4",
-           *_sets("--world-set", WORLD_SETS), *_sets("--pretrain-set", pretrain_sets)]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert "base model on 4 unseen test images" in first.stdout and "| CHAIR_s |" in first.stdout
-    assert "| adversarial |" in first.stdout
-    saved = json.loads((tmp_path / "run" / "eval" / "base.json").read_text())
-    assert saved["config"]["pope_mode"] == "logits" and len(saved["chair"]["captions"]) == 4
-    assert (tmp_path / "run" / "base" / "llava" / "model.safetensors").is_file()
+    train_sets = ["max_steps=2", "batch_size=2", "fisao:fisao.prompts_per_round=2", "fisao:fisao.samples=2",
+                  "fisao:fisao.max_new_tokens=8"]
+    # A tiny random model names too few objects to measure FiSAO's reward baselines; a run
+    # directory that already holds them (as a resumed run's does) skips that measurement.
+    (run / "train" / "fisao-seed0").mkdir(parents=True)
+    Calibration(0.3, 0.1, 10, 10, 0.8, False).save(run / "train" / "fisao-seed0" / "calibration.json")
+    cmd = [sys.executable, "-m", "vlalign", "demo", "--out", str(run), "--eval-images", "4",
+           *_sets("--world-set", WORLD_SETS), *_sets("--pretrain-set", pretrain_sets), *_sets("--train-set", train_sets)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for method in ("base", "dpo", "povid", "tpo", "fisao"):
+        assert f"| {method} |" in first.stdout
+    summary = json.loads((run / "demo.json").read_text())
+    stages = {"world", "pretrain", "data", "eval base", "inspect"} | {
+        f"{what} {m}-seed0" for what in ("train", "eval") for m in ("dpo", "povid", "tpo", "fisao")}
+    assert set(summary["timings"]) == stages
+    assert summary["settings"]["train"]["fisao"]["fisao"]["samples"] == 2
+    assert summary["settings"]["train"]["dpo"]["max_steps"] == 2 and summary["settings"]["eval_images"] == 4
+    for name in ("base", "dpo-seed0", "fisao-seed0"):
+        saved = json.loads((run / "eval" / f"{name}.json").read_text())
+        assert saved["config"]["pope_mode"] == "logits" and len(saved["chair"]["captions"]) == 4
+    assert (run / "train" / "tpo-seed0" / "model" / "model.safetensors").is_file()
+    assert (run / "report.html").stat().st_size > 10_000
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0 and "reusing world" in second.stdout and "reusing base models" in second.stdout
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "running" not in second.stderr and second.stderr.count("reusing") == len(stages)
+    assert json.loads((run / "demo.json").read_text())["timings"] == summary["timings"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "dpo,ppo"], "'ppo' is not one of dpo, povid, tpo, fisao"),
+    (["--seeds", "0"], "seeds"),
+    (["--train-set", "dpo:no_such_field=1"], "no_such_field"),
+])
+def test_demo_mistakes_are_one_line(tmp_path, capsys, args, message):
+    assert main(["demo", "--out", str(tmp_path / "run"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run" / "world").exists()
 
 
 def test_eval_all_writes_settings_answers_and_metrics(tmp_path, tiny_world, tiny_base):

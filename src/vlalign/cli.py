@@ -168,43 +168,47 @@ def _score_files(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from vlalign.config import load_config
-    from vlalign.world.make import make_world
-    from vlalign.world.pretrain import PretrainConfig, pretrain
-    from vlalign.world.scenes import WorldConfig
+    from tqdm.auto import tqdm
 
+    from vlalign.demo import DEMO_METHODS, DemoConfig, run_demo
+    from vlalign.report import load_run, markdown_table, summarize, write_report
+
+    train_sets: dict[str, list[str]] = {}
+    for item in args.train_set:
+        method, sep, setting = item.partition(":")
+        for m in ([method] if sep else DEMO_METHODS):
+            train_sets.setdefault(m, []).append(setting if sep else item)
+    extra = {"eval_images": args.eval_images} if args.eval_images else {}
+    config = DemoConfig.preset(args.quick, methods=args.methods.split(","), seeds=list(range(args.seeds)),
+                               world=args.world_set, pretrain=args.pretrain_set, train=train_sets,
+                               workers=args.workers, **extra)
     _quiet_transformers()
-    run = Path(args.out)
-    world_dir, base_dir = run / "world", run / "base"
-    world_config = load_config(WorldConfig, None, args.world_set)
-    if (world_dir / "world.json").is_file():
-        print(f"reusing world {world_dir}")
-    else:
-        total = world_config.num_train + world_config.num_val + world_config.num_test
-        with _progress("world make", total) as bar:
-            make_world(world_config, world_dir, overwrite=True, workers=args.workers, progress=bar.update)
-    if (base_dir / "pretrain.json").is_file():
-        print(f"reusing base models {base_dir}")
-    else:
-        pretrain(world_dir, base_dir, load_config(PretrainConfig, None, args.pretrain_set),
-                 overwrite=True, on_step=_step_bars())
-    from vlalign.eval.run import EvalConfig, evaluate, markdown_table
-    from vlalign.io import write_json
+    bar: dict = {}
 
-    # POPE by next-token scores: one forward pass per question keeps the demo fast.
-    config = EvalConfig(num_images=args.eval_images, pope_mode="logits")
-    result = evaluate(base_dir / "llava", world_dir, "all", config, _stage_bars())
-    (run / "eval").mkdir(exist_ok=True)
-    write_json(run / "eval" / "base.json", result, indent=1)
-    print(f"\nbase model on {result['chair']['settings']['num_images']} unseen test images "
-          "(CHAIR: greedy, 'Describe this image.'; POPE: Yes/No next-token scores):\n")
-    print(markdown_table(result))
-    for row in result["chair"]["captions"][:3]:
-        hallucinated = ", ".join(node for _, node in row["hallucinated"]) or "none"
-        print(f"\n  image {row['image_id']} (present: {', '.join(row['ground_truth'])}; hallucinated: {hallucinated})")
-        print(f"  -> {row['caption']}")
-    print(f"\nworld: {world_dir}\nbase models: {base_dir}/llava (VLM), {base_dir}/clip (verifier)\n"
-          f"evaluation: {run / 'eval' / 'base.json'}")
+    def progress(label: str, done: int, total: int) -> None:
+        if bar.get("label") != label:
+            if bar.get("bar") is not None:
+                bar["bar"].close()
+            bar.update(label=label, bar=tqdm(total=total, desc=label, dynamic_ncols=True, leave=False))
+        bar["bar"].total = total
+        bar["bar"].update(done - bar["bar"].n)
+
+    def on_stage(name: str, reused: bool) -> None:
+        if bar.get("bar") is not None:
+            bar["bar"].close()
+            bar.clear()
+        tqdm.write(f"{'reusing' if reused else 'running'} {name}", file=sys.stderr)
+
+    summary = run_demo(args.out, config, progress, on_stage)
+    if bar.get("bar") is not None:
+        bar["bar"].close()
+    report = write_report(args.out)
+    what = "quick demo" if config.quick else "demo"
+    print(f"\n{what}: {len(config.seeds)} seed(s), test split, {config.eval_images} images "
+          f"(CHAIR: greedy 'Describe this image.'; POPE: Yes/No next-token scores)\n")
+    print(markdown_table(summarize(load_run(args.out))))
+    print(f"\nreport: {report}\nrun directory: {args.out} (stages took {summary['total_seconds'] / 60:.1f} min "
+          "in all; a rerun reuses every finished stage)")
     return 0
 
 
@@ -376,6 +380,15 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from vlalign.report import load_run, markdown_table, summarize, write_report
+
+    path = write_report(args.run_dir, args.out, examples=args.examples)
+    print(markdown_table(summarize(load_run(args.run_dir))))
+    print(f"\nreport written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlalign", description="Preference alignment against VLM hallucination.")
     parser.add_argument("--version", action="version", version=f"vlalign {__version__}")
@@ -541,14 +554,26 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own Python code")
     rw.set_defaults(func=cmd_inspect_rewards)
 
-    demo = sub.add_parser("demo", help="the whole pipeline on the synthetic world, reusing what exists")
+    demo = sub.add_parser("demo", help="world, base model, every method, CHAIR and POPE, a report; reuses what exists")
     demo.add_argument("--out", default=str(DEFAULT_RUN), help="run directory (default: runs/demo)")
+    demo.add_argument("--quick", action="store_true", help="a smaller world and shorter runs (stated in the report)")
+    demo.add_argument("--methods", default="dpo,povid,tpo,fisao", help="comma-separated subset of dpo,povid,tpo,fisao")
+    demo.add_argument("--seeds", type=int, default=1, help="train each method this many times (seeds 0..N-1)")
+    demo.add_argument("--eval-images", type=int, default=0, help="test images for CHAIR and POPE (default 500; "
+                      "200 with --quick)")
     demo.add_argument("--world-set", action="append", default=[], metavar="KEY=VALUE", help="override a WorldConfig field")
     demo.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a PretrainConfig field")
-    demo.add_argument("--eval-images", type=int, default=500, help="test images for CHAIR and POPE")
+    demo.add_argument("--train-set", action="append", default=[], metavar="[METHOD:]KEY=VALUE",
+                      help="override a TrainConfig field of every method, or of one (dpo:max_steps=100)")
     demo.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="rendering processes")
     demo.set_defaults(func=cmd_demo)
+
+    rep = sub.add_parser("report", help="one self-contained HTML page of a demo run: table, plots, examples, settings")
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="run directory made by `vlalign demo`")
+    rep.add_argument("--out", help="HTML file to write (default: RUN_DIR/report.html)")
+    rep.add_argument("--examples", type=int, default=6, help="test images shown with every model's description")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 

@@ -54,12 +54,29 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def write_text(path: str | Path, chunks: str | Iterable[str]) -> None:
+    """UTF-8 text (a string, or pieces written one after another) under a temporary name, then renamed.
+
+    On any failure (a bad piece, Ctrl-C) the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="\n") as f:
+            for chunk in [chunks] if isinstance(chunks, str) else chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not outrun the data on a crash
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_json(path: str | Path, data: Any, indent: int | None = None) -> None:
     """Deterministic JSON (sorted keys), written to a temporary name and renamed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True, indent=indent, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(data, sort_keys=True, indent=indent, ensure_ascii=False) + "\n")
 
 
 def read_lines(path: str | Path) -> list[str]:
@@ -101,21 +118,15 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
 
     On any failure (a bad row, Ctrl-C) the temporary file is removed and ``path`` is untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     count = 0
-    try:
-        with tmp.open("w", encoding="utf-8", newline="\n") as f:
-            for row in rows:
-                f.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
-                count += 1
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not outrun the data on a crash
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    def lines() -> Iterator[str]:
+        nonlocal count
+        for row in rows:
+            yield json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n"
+            count += 1
+
+    write_text(path, lines())
     return count
 
 

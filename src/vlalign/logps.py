@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from vlalign.eval.generate import chat_prompt
+from vlalign.models.load import kv_cache, with_kv_cache
 
 __all__ = ["SUPPORTED_FAMILIES", "PairBatch", "PairLogps", "collate_pairs", "pair_logps", "response_argmax",
            "with_second_images", "split_second_images"]
@@ -254,7 +255,8 @@ def _packed_hidden(base, batch: PairBatch, pairs: list[int], features: list[torc
     to_rest = (k_r[:, None] == k_r[None]) & (t_r[None] <= t_r[:, None])
     rest = inner.language_model(inputs_embeds=inner.get_input_embeddings()(ids[rows[k_r], t_r][None]),
                                 attention_mask=_block_mask(torch.cat([to_prefix, to_rest], 1), embeds.dtype),
-                                position_ids=t_r[None], past_key_values=out.past_key_values, use_cache=False)
+                                position_ids=t_r[None], use_cache=False,
+                                **with_kv_cache(inner.language_model, kv_cache(out)))
     states = torch.cat([out.last_hidden_state[0], rest.last_hidden_state[0]])  # (P + R, H)
 
     where = torch.full(ids.shape, -1, dtype=torch.long, device=device)

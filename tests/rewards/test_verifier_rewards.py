@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vlalign.errors import UserError
-from vlalign.eval.chair import Vocabulary
+from vlalign.eval.chair import Vocabulary, caption_objects
 from vlalign.logps import response_token_spans
 from vlalign.models.tiny import train_tokenizer
 from vlalign.rewards.verifier import (
@@ -183,3 +183,14 @@ def test_a_missing_field_or_file_or_bad_json_is_a_user_error(tmp_path):
         Calibration.load(tmp_path / "bad.json")
     with pytest.raises(UserError, match="t.json: expected a JSON object"):
         Calibration.from_dict([1], "t.json")
+
+
+def test_chairs_two_word_rules_are_one_mention_of_their_object():
+    vocab = Vocabulary({"dog": "dog", "traffic light": "traffic light"},
+                       {"stop light": "traffic light", "baby dog": "dog", "hot dog": "hot dog"}, ("dog", "traffic light"))
+    text = "A baby dog by a stop light, a dog and a hot dog."
+    found = [(text[m.start:m.end], m.category) for m in object_finder(vocab)(text)]
+    # "hot dog" stands for no object of this vocabulary: CHAIR spends both words and counts no dog
+    assert found == [("baby dog", "dog"), ("stop light", "traffic light"), ("dog", "dog")]
+    assert [(w, c) for w, c in caption_objects(text, vocab)] == [("dog", "dog"), ("traffic light", "traffic light"),
+                                                                 ("dog", "dog")]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from vlalign.models.load import LoadedVLM, image_token_id
+from vlalign.models.load import LoadedVLM, image_token_id, kv_cache, with_kv_cache
 
 # (done, total) -> None, called after every batch; the CLI draws a progress bar with it.
 BatchCallback = Callable[[int, int], None]
@@ -180,11 +180,12 @@ def _shared_prefix_margins(vlm: LoadedVLM, images: Sequence[Image.Image], questi
     starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
     out = vlm.model(input_ids=ids[starts, :prefix], attention_mask=mask[starts, :prefix], pixel_values=pixel_values,
                     use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+    cache = kv_cache(out)
     cache.reorder_cache(torch.repeat_interleave(torch.arange(len(groups), device=device), sizes))
     # The backbone, then the vocabulary projection at each row's last real token only: rows end
     # at different columns, so logits_to_keep cannot pick them.
-    hidden = vlm.model.model(input_ids=ids[:, prefix:], attention_mask=mask, past_key_values=cache).last_hidden_state
+    hidden = vlm.model.model(input_ids=ids[:, prefix:], attention_mask=mask,
+                            **with_kv_cache(vlm.model.model, cache)).last_hidden_state
     last = vlm.model.lm_head(hidden[torch.arange(len(rows), device=device), lengths - 1 - prefix])  # (N, V)
     return dict(zip(rows, _margin(last, yes, no).tolist()))
 

@@ -41,13 +41,13 @@ def _pieces(answer: ScoredAnswer) -> list[tuple[str, float, bool]]:
     return out + [("\u23ce", answer.scores[-1], False)]
 
 
-def _png_bytes(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def _data_uri(png: bytes) -> str:
+def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
@@ -111,10 +111,11 @@ def tokens_png(records: list[ScoredRecord], scale: float, width: int = 900) -> b
         draw.text((x, top + 2), text, fill=(20, 20, 20) if color else (90, 90, 90), font=font)
         if edited:
             draw.line([x, top + line_h - 3, x + int(font.getlength(text)), top + line_h - 3], fill=(0, 0, 0), width=2)
-    return _png_bytes(image)
+    return png_bytes(image)
 
 
-def _answer_html(answer: ScoredAnswer, scale: float) -> str:
+def answer_html(answer: ScoredAnswer, scale: float) -> str:
+    """The answer as HTML spans, each token shaded by its score (hover: the score), edits underlined."""
     spans = []
     for text, score, edited in _pieces(answer):
         r, g, b = shade(score, scale)
@@ -128,7 +129,7 @@ def _thumbnail(path: str, size: int = 160) -> str:
         with Image.open(path) as img:
             img = img.convert("RGB")
             img.thumbnail((size, size))
-            return f'<img src="{_data_uri(_png_bytes(img))}" alt="image" width="{img.width}" height="{img.height}">'
+            return f'<img src="{data_uri(png_bytes(img))}" alt="image" width="{img.width}" height="{img.height}">'
     except OSError:
         return '<span class="missing">image not readable</span>'
 
@@ -160,8 +161,8 @@ def page_html(records: list[ScoredRecord], summary: dict[str, dict[str, float]],
         body.append(
             f'<div class="record" id="{html.escape(rec.id, quote=True)}">{_thumbnail(rec.image)}<div class="answers">'
             f'<div class="muted">{html.escape(rec.id)} &middot; {html.escape(rec.prompt)}</div>'
-            f'<div class="answer"><b>chosen</b>{_answer_html(rec.chosen, scale)}</div>'
-            f'<div class="answer"><b>rejected</b>{_answer_html(rec.rejected, scale)}</div></div></div>')
+            f'<div class="answer"><b>chosen</b>{answer_html(rec.chosen, scale)}</div>'
+            f'<div class="answer"><b>rejected</b>{answer_html(rec.rejected, scale)}</div></div></div>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
@@ -173,7 +174,7 @@ def page_html(records: list[ScoredRecord], summary: dict[str, dict[str, float]],
 Underlined: the words the injection changed. Hover a token for its score.</p>
 <h2>Words by label</h2>
 <table><tr><th>label</th><th>words</th><th>mean s</th><th>std</th></tr>{rows}</table>
-<img src="{_data_uri(histogram)}" alt="histogram of word scores by label">
+<img src="{data_uri(histogram)}" alt="histogram of word scores by label">
 <h2>Settings</h2>
 <table>{setting_rows}</table>
 <h2>Records</h2>

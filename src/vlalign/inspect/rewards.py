@@ -24,9 +24,8 @@ import torch
 
 from vlalign.eval.chair import Vocabulary
 from vlalign.eval.generate import chat_prompt
-from vlalign.generate.rules import MentionFinder
 from vlalign.logps import pair_logps, response_token_spans, split_second_images, with_second_images
-from vlalign.rewards.verifier import object_finder, visible_starts
+from vlalign.rewards.verifier import ObjectFinder, object_finder, visible_starts
 from vlalign.rewards.visual_anchor import KINDS, visual_anchor_scores
 from vlalign.train.data import Pairs
 from vlalign.train.methods import corrupt_pixels
@@ -80,7 +79,7 @@ class InspectConfig:
             raise ValueError("batch_size must be at least 1, limit at least 0, noise_step in [0, 1000)")
 
 
-def label_words(text: str, spans: list[tuple[int, int]], scores: list[float], finder: MentionFinder,
+def label_words(text: str, spans: list[tuple[int, int]], scores: list[float], finder: ObjectFinder,
                 named_by_chosen: set[str], chosen: bool) -> list[Word]:
     """The words of ``text`` (object mentions whole, else runs of non-space), each with its label and
     the mean score of the tokens whose first visible character lies in it."""

@@ -162,3 +162,18 @@ def image_token_id(processor: Any) -> int:
                 f"processor {type(processor).__name__}: image token {token!r} is not in its vocabulary"
             )
     return int(token_id)
+
+
+def kv_cache(output: Any) -> Any:
+    """The key/value cache a forward pass returned: ``output.cache`` (transformers >= 5.24), else
+    ``output.past_key_values``."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def with_kv_cache(module: torch.nn.Module, cache: Any) -> dict[str, Any]:
+    """``cache`` as the keyword ``module.forward`` takes it: ``cache`` from transformers 5.24 on,
+    ``past_key_values`` before (5.24 still accepts the old name, with a warning)."""
+    import inspect
+
+    return {"cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values": cache}

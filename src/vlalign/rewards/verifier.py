@@ -37,23 +37,32 @@ import torch
 
 from vlalign.errors import UserError
 from vlalign.eval.chair import Vocabulary
-from vlalign.generate.rules import MentionFinder
+from vlalign.generate.rules import Mention, MentionFinder
 from vlalign.io import write_json
 
 __all__ = [
-    "Calibration", "MentionScore", "calibrate", "mention_reward", "mention_tokens", "object_finder", "roc_auc",
-    "token_rewards", "visible_starts",
+    "Calibration", "MentionScore", "ObjectFinder", "calibrate", "mention_reward", "mention_tokens", "object_finder",
+    "roc_auc", "token_rewards", "visible_starts",
 ]
 
 Score = TypeVar("Score", float, torch.Tensor)
+ObjectFinder = Callable[[str], list[Mention]]  # text -> its object mentions, in order
 
 
-def object_finder(vocab: Vocabulary) -> MentionFinder:
-    """A finder of every object word of CHAIR's vocabulary, each mapped to its category."""
+def object_finder(vocab: Vocabulary) -> ObjectFinder:
+    """A finder of every object word of CHAIR's vocabulary, each mapped to its category.
+
+    CHAIR's two-word rules count too, as CHAIR reads them: a phrase that stands for an object
+    ("stop light" for traffic light, "baby dog" for dog) is one mention of it, found before its
+    words, and a phrase that stands for no object spends its words ("hot dog" names no dog).
+    """
     words: dict[str, list[str]] = {}
     for term, canonical in vocab.synonyms.items():
         words.setdefault(canonical, []).append(term)
-    return MentionFinder(words)
+    for phrase, target in vocab.double_words.items():
+        words.setdefault(vocab.synonyms.get(target, ""), []).append(phrase)  # "": no object
+    finder = MentionFinder(words)
+    return lambda text: [m for m in finder(text) if m.category]
 
 
 def visible_starts(text: str, spans: Sequence[tuple[int, int]]) -> list[int | None]:
@@ -233,7 +242,7 @@ class MentionScore:
     tokens: list[int]
 
 
-def token_rewards(text: str, spans: Sequence[tuple[int, int]], finder: MentionFinder,
+def token_rewards(text: str, spans: Sequence[tuple[int, int]], finder: ObjectFinder,
                   score_of: Callable[[str], float]) -> tuple[list[float], list[MentionScore]]:
     """One answer's reward for each token, and its mentions.
 

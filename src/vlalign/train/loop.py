@@ -165,6 +165,7 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
         step = load_checkpoint(found, accelerator.unwrap_model(policy), optimizer, scheduler)
         _truncate_log(out / "metrics.jsonl", step)
     else:
+        _truncate_log(out / "metrics.jsonl", 0)  # a run killed before its first checkpoint starts over
         (out / "config.json").write_text(json.dumps({"model": str(model_dir), "data": str(data),
                                                      "config": config_to_dict(config)}, indent=1) + "\n")
     accelerator.init_trackers("tensorboard")

@@ -1,0 +1,61 @@
+"""How far can FiSAO's reward take a model? The verifier on the base model's own descriptions.
+
+    python bench/verifier_bound.py --eval runs/effect/base_eval_test.json --verifier runs/base/clip \
+        [--world runs/world] [--patch-level]
+
+Reads the base model's greedy test descriptions from a `vlalign eval chair|all` result, scores
+every object it names with the verifier (FiSAO's reward before calibration), and prints the ROC
+AUC of correct vs hallucinated mentions, then what a model would reach if it learned exactly to
+drop the mentions the verifier scores lowest and changed nothing else: CHAIR_i and the share of
+correct mentions kept (recall falls in proportion). A policy that learns from this reward alone
+sees objects only as well as the verifier does, so this is about where it can get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from vlalign.eval.run import open_data
+from vlalign.models.verifier import Verifier
+from vlalign.rewards.verifier import object_finder, roc_auc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--eval", required=True, help="a `vlalign eval` result of the base model (chair or all)")
+    parser.add_argument("--verifier", required=True, help="CLIPModel directory (the world's base/clip)")
+    parser.add_argument("--world", help="world directory (default: the one the result names)")
+    parser.add_argument("--patch-level", action="store_true")
+    args = parser.parse_args()
+    result = json.loads(open(args.eval).read())
+    data = open_data(args.world or result["data"], result["config"]["split"])
+    finder = object_finder(data.vocab)
+    images, categories, correct = [], [], []
+    for row in result["chair"]["captions"]:
+        named = list(dict.fromkeys(m.category for m in finder(row["caption"])))  # each category once, as CHAIR
+        if named:
+            truth = set(row["ground_truth"])
+            images.append(data.image(row["image_id"]))
+            categories.append(named)
+            correct += [c in truth for c in named]
+    scores = np.array([s for row in Verifier.load(args.verifier, patch_level=args.patch_level).score(images, categories)
+                       for s in row])
+    y = np.array(correct)
+    print(f"{len(y)} mentions in {len(images)} descriptions, {(~y).sum()} hallucinated "
+          f"(CHAIR_i {100 * (~y).mean():.1f}); verifier ROC AUC {roc_auc(y.tolist(), scores.tolist()):.3f} "
+          f"({'patch' if args.patch_level else 'global'}); mean score correct {scores[y].mean():.4f}, "
+          f"hallucinated {scores[~y].mean():.4f}\n")
+    print("| mentions dropped (lowest score) | CHAIR_i | vs base | correct mentions kept |")
+    print("|---:|---:|---:|---:|")
+    for share in (0, 10, 20, 30, 40):
+        keep = scores >= np.percentile(scores, share)
+        chair_i = (~y[keep]).mean()
+        print(f"| {share}% | {100 * chair_i:.1f} | {100 * (chair_i / (~y).mean() - 1):+.0f}% | "
+              f"{100 * y[keep].sum() / y.sum():.0f}% |")
+
+
+if __name__ == "__main__":
+    main()

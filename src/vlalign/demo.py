@@ -1,0 +1,255 @@
+"""``vlalign demo``: the whole pipeline on the synthetic world, every method from one base model.
+
+Stages, in order, each skipped when its output is already complete (every output is written
+atomically), so a run that was interrupted continues where it stopped:
+
+1. ``world/``: the synthetic world (:func:`vlalign.world.make.make_world`);
+2. ``base/``: its tokenizer, CLIP (the verifier) and LLaVA base model (:func:`vlalign.world.pretrain.pretrain`);
+3. ``prefs/objects.jsonl``: preference pairs by POVID-style injection (inserted and substituted objects);
+4. ``eval/base.json``: CHAIR and POPE of the base model on the test split;
+5. per seed, per method: ``train/{method}-seed{S}/`` with ``recipes/train/world_{method}.yaml``,
+   then ``eval/{method}-seed{S}.json``;
+6. ``inspect/``: TPO's token scores of a few preference pairs under the base model;
+7. ``demo.json`` (settings, seconds per stage, the machine) and ``report.html`` (:mod:`vlalign.report`).
+
+The library draws nothing: ``progress(label, done, total)`` is called as each stage advances.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlalign.errors import UserError
+from vlalign.io import write_json
+
+# label, done, total -> None; a new label is a new stage
+Progress = Callable[[str, int, int], None]
+
+DEMO_METHODS = ("dpo", "povid", "tpo", "fisao")
+PAIR_METHODS = ("dpo", "povid", "tpo")
+
+# --quick: a smaller world and shorter runs. Stated in demo.json and in the report.
+QUICK = {
+    "world": ["num_train=3000", "num_val=200", "num_test=200"],
+    "pretrain": ["clip_steps=800", "llava_epochs=4"],
+    "train": {"dpo": ["max_steps=200"], "povid": ["max_steps=200"], "tpo": ["max_steps=200"],
+              "fisao": ["fisao.rounds=12", "fisao.calibration_images=60"]},
+    "eval_images": 200,
+}
+
+
+@dataclass
+class DemoConfig:
+    """What ``vlalign demo`` runs. Overrides are ``key=value`` strings of the stage's config."""
+
+    methods: list[str] = field(default_factory=lambda: list(DEMO_METHODS))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    quick: bool = False
+    eval_images: int = 500  # test images for CHAIR and POPE
+    world: list[str] = field(default_factory=list)  # WorldConfig overrides
+    pretrain: list[str] = field(default_factory=list)  # PretrainConfig overrides
+    train: dict[str, list[str]] = field(default_factory=dict)  # method -> TrainConfig overrides
+    inspect_records: int = 24  # preference pairs whose TPO token scores the report shows
+    workers: int = 1  # world rendering processes
+
+    @classmethod
+    def preset(cls, quick: bool, **kwargs: Any) -> DemoConfig:
+        """The full or the quick demo, with ``kwargs`` fields and overrides added after the preset's."""
+        config = cls(quick=quick)
+        if quick:
+            config.world, config.pretrain = list(QUICK["world"]), list(QUICK["pretrain"])
+            config.train = {m: list(v) for m, v in QUICK["train"].items()}
+            config.eval_images = QUICK["eval_images"]
+        for name in ("world", "pretrain"):
+            getattr(config, name).extend(kwargs.pop(name, []))
+        for method, sets in kwargs.pop("train", {}).items():
+            config.train.setdefault(method, []).extend(sets)
+        for name, value in kwargs.items():
+            setattr(config, name, value)
+        return config
+
+    def validate(self) -> None:
+        unknown = [m for m in self.methods if m not in DEMO_METHODS]
+        if unknown or not self.methods:
+            raise UserError(f"demo --methods: {unknown[0] if unknown else 'none given'!r} is not one of "
+                            f"{', '.join(DEMO_METHODS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise UserError("demo: seeds must be distinct and at least one")
+        if self.eval_images < 1:
+            raise UserError("demo --eval-images must be at least 1")
+
+
+def recipe_path(method: str) -> Path:
+    """``recipes/train/world_{method}.yaml`` of the source checkout vlalign runs from."""
+    path = Path(__file__).resolve().parents[2] / "recipes" / "train" / f"world_{method}.yaml"
+    if not path.is_file():
+        raise UserError(f"{path}: recipe not found; the demo runs from a source checkout (pip install -e .)")
+    return path
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform(), "processor": platform.processor()}
+
+
+class _Timings:
+    """Seconds per stage, kept in ``demo.json`` across reruns (a reused stage keeps its first timing)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.seconds: dict[str, float] = {}
+        if path.is_file():
+            try:
+                self.seconds = dict(json.loads(path.read_text()).get("timings", {}))
+            except (json.JSONDecodeError, AttributeError):
+                self.seconds = {}
+
+    def run(self, name: str, done: bool, work: Callable[[], Any]) -> bool:
+        """Run ``work`` unless ``done``; returns whether it ran."""
+        if done:
+            return False
+        started = time.perf_counter()
+        work()
+        self.seconds[name] = round(time.perf_counter() - started, 1)
+        return True
+
+
+def run_demo(out: str | Path, config: DemoConfig, progress: Progress | None = None,
+             on_stage: Callable[[str, bool], None] | None = None) -> dict[str, Any]:
+    """Run (or continue) the demo in ``out``; returns what ``demo.json`` holds.
+
+    ``on_stage(name, reused)`` is called as each stage starts (``reused``: its output was there).
+    """
+    from vlalign.config import config_to_dict, load_config
+    from vlalign.world.pretrain import PretrainConfig
+    from vlalign.world.scenes import WorldConfig
+
+    config.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    world_dir, base_dir, prefs = out / "world", out / "base", out / "prefs" / "objects.jsonl"
+    world_config = load_config(WorldConfig, None, config.world)
+    pretrain_config = load_config(PretrainConfig, None, config.pretrain)
+    train_configs = {m: _train_config(m, config) for m in config.methods}
+    timings = _Timings(out / "demo.json")
+    bar = progress or (lambda label, done, total: None)
+    stage = on_stage or (lambda name, reused: None)
+
+    def step(name: str, done: bool, work: Callable[[], Any]) -> None:
+        stage(name, done)
+        timings.run(name, done, work)
+
+    step("world", (world_dir / "world.json").is_file(), lambda: _make_world(world_config, world_dir, config, bar))
+    step("pretrain", (base_dir / "pretrain.json").is_file(), lambda: _pretrain(world_dir, base_dir, pretrain_config, bar))
+    if any(m in PAIR_METHODS for m in config.methods):
+        from vlalign.generate.inject import report_path
+
+        step("data", report_path(prefs).is_file(), lambda: _inject(world_dir, prefs, bar))
+    step("eval base", (out / "eval" / "base.json").is_file(),
+         lambda: _evaluate(base_dir / "llava", world_dir, out / "eval" / "base.json", config, "base", bar))
+    for seed in config.seeds:
+        for method in config.methods:
+            name, run = f"{method}-seed{seed}", out / "train" / f"{method}-seed{seed}"
+            step(f"train {name}", (run / "model").is_dir(),
+                 lambda: _train(method, seed, train_configs[method], base_dir, world_dir, prefs, run, bar))
+            step(f"eval {name}", (out / "eval" / f"{name}.json").is_file(),
+                 lambda: _evaluate(run / "model", world_dir, out / "eval" / f"{name}.json", config, name, bar))
+    if "tpo" in config.methods:
+        step("inspect", (out / "inspect" / "summary.json").is_file(),
+             lambda: _inspect(base_dir / "llava", prefs, world_dir, out / "inspect", config, bar))
+    summary = {
+        "settings": {"quick": config.quick, "methods": config.methods, "seeds": config.seeds,
+                     "eval_images": config.eval_images, "world": config_to_dict(world_config),
+                     "pretrain": config_to_dict(pretrain_config),
+                     "train": {m: config_to_dict(c) for m, c in train_configs.items()},
+                     "overrides": {"world": config.world, "pretrain": config.pretrain, "train": config.train}},
+        "timings": timings.seconds,
+        "total_seconds": round(sum(timings.seconds.values()), 1),
+        "machine": _machine(),
+    }
+    write_json(out / "demo.json", summary, indent=1)
+    return summary
+
+
+def _train_config(method: str, config: DemoConfig):
+    from vlalign.config import load_config
+    from vlalign.train.config import TrainConfig
+
+    train = load_config(TrainConfig, recipe_path(method), [f"method={method}", *config.train.get(method, [])])
+    try:
+        train.validate()
+    except ValueError as err:
+        raise UserError(f"demo train {method}: {err}") from None
+    return train
+
+
+def _make_world(world_config, world_dir: Path, config: DemoConfig, bar: Progress) -> None:
+    from vlalign.world.make import make_world
+
+    total = world_config.num_train + world_config.num_val + world_config.num_test
+    done = 0
+
+    def advance(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        bar("world", done, total)
+
+    make_world(world_config, world_dir, overwrite=True, workers=config.workers, progress=advance)
+
+
+def _pretrain(world_dir: Path, base_dir: Path, pretrain_config, bar: Progress) -> None:
+    from vlalign.world.pretrain import pretrain
+
+    pretrain(world_dir, base_dir, pretrain_config, overwrite=True,
+             on_step=lambda part, step, total, metrics: bar(f"pretrain {part}", step, total))
+
+
+def _inject(world_dir: Path, prefs: Path, bar: Progress) -> None:
+    from vlalign.generate.inject import InjectConfig, run_inject
+    from vlalign.generate.rules import RulesConfig
+
+    prefs.parent.mkdir(parents=True, exist_ok=True)
+    config = InjectConfig(rules=RulesConfig(edits=2, kinds=["insert", "substitute"]))
+    run_inject(world_dir, prefs, config, on_progress=lambda done, total: bar("data", done, total))
+
+
+def _evaluate(model: Path, world_dir: Path, out: Path, config: DemoConfig, name: str, bar: Progress) -> None:
+    from vlalign.eval.run import EvalConfig, evaluate
+
+    # POPE by Yes/No next-token scores: one forward pass per question keeps the demo fast.
+    eval_config = EvalConfig(num_images=config.eval_images, pope_mode="logits")
+    result = evaluate(model, world_dir, "all", eval_config, lambda part, done, total: bar(f"eval {name} {part}", done, total))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, result, indent=1)
+
+
+def _train(method: str, seed: int, train_config, base_dir: Path, world_dir: Path, prefs: Path, run: Path,
+           bar: Progress) -> None:
+    from dataclasses import replace
+
+    from vlalign.train.fisao import FisaoInputs
+    from vlalign.train.loop import train
+
+    config = replace(train_config, seed=seed)
+    fisao = FisaoInputs(base_dir / "clip", world_dir) if method == "fisao" else None
+    data = world_dir if fisao else prefs
+    train(base_dir / "llava", data, run, config, resume=run.exists(), fisao=fisao,
+          on_step=lambda step, total, metrics: bar(f"train {method}-seed{seed}", step, total))
+
+
+def _inspect(model: Path, prefs: Path, world_dir: Path, out: Path, config: DemoConfig, bar: Progress) -> None:
+    from vlalign.eval.chair import Vocabulary
+    from vlalign.inspect.rewards import InspectConfig
+    from vlalign.inspect.run import inspect_rewards
+
+    inspect_rewards(model, prefs, out, Vocabulary.load(world_dir), InspectConfig(limit=config.inspect_records),
+                    overwrite=True, on_progress=lambda done, total: bar("inspect", done, total))

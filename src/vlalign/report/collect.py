@@ -1,0 +1,286 @@
+"""Reading a demo run directory into dataclasses.
+
+The layout (written by ``vlalign demo``)::
+
+    RUN/demo.json                                   settings, timings, machine (optional)
+    RUN/world/                                      the synthetic world (test images for examples)
+    RUN/eval/base.json                              the base model's evaluation (required)
+    RUN/eval/{method}-seed{S}.json                  each aligned model's evaluation
+    RUN/train/{method}-seed{S}/metrics.jsonl        one object per optimizer step
+    RUN/train/{method}-seed{S}/config.json          the TrainConfig as a dict
+    RUN/train/{method}-seed{S}/rollouts/round-NNNN/rollout.json   FiSAO's sampled answers
+    RUN/inspect/scores.jsonl                        TPO token scores of preference records (optional)
+
+Everything but ``eval/base.json`` may be missing; what is missing becomes a note for the page.
+A file that is there but malformed is a :class:`~vlalign.errors.UserError` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlalign.demo import DEMO_METHODS as DEFAULT_ORDER  # the demo's order; other methods follow alphabetically
+from vlalign.errors import UserError
+from vlalign.eval.pope import SPLITS as POPE_SPLITS
+from vlalign.inspect.rewards import ScoredAnswer, ScoredRecord, Word
+from vlalign.io import read_jsonl
+
+_RUN_NAME = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
+
+
+@dataclass
+class Caption:
+    """One CHAIR description with its object words as ``[word, category]`` pairs."""
+
+    image_id: int
+    text: str
+    mentions: list[tuple[str, str]]
+    hallucinated: list[tuple[str, str]]
+    ground_truth: list[str]
+
+
+@dataclass
+class Evaluation:
+    """One ``eval/*.json``: its headline numbers and its CHAIR descriptions by image id."""
+
+    path: Path
+    method: str  # "base" for the base model
+    seed: int | None  # None for the base model
+    metrics: dict[str, float]  # chair_s, chair_i, recall, len, f1_random, ... (those in the file)
+    captions: dict[int, Caption]
+
+
+@dataclass
+class Training:
+    """One ``train/{method}-seed{S}/``: its per-step metrics and its config."""
+
+    path: Path
+    method: str
+    seed: int
+    steps: list[dict[str, Any]]  # metrics.jsonl rows, in file order
+    config: dict[str, Any] | None  # None when config.json is missing
+
+
+@dataclass
+class Mention:
+    start: int
+    end: int
+    category: str
+    reward: float
+    score: float
+
+
+@dataclass
+class Rollout:
+    """One FiSAO round's sampled answers, each with its scored object mentions."""
+
+    path: Path
+    answers: list[tuple[str, str, list[Mention]]]  # (prompt id, answer, mentions)
+
+
+@dataclass
+class Run:
+    """Everything the report shows, with a note for every piece that is missing."""
+
+    root: Path
+    base: Evaluation
+    methods: list[str]  # every method seen, in display order
+    evals: dict[str, list[Evaluation]]  # method -> its evaluations by seed
+    trainings: dict[str, list[Training]]  # method -> its training runs by seed
+    rollouts: dict[str, list[Rollout]]  # method -> first and last round of its lowest seed
+    scores: list[ScoredRecord] | None  # None without inspect/scores.jsonl
+    demo: dict[str, Any] | None  # None without demo.json
+    notes: list[str] = field(default_factory=list)
+
+
+def read_json(path: Path) -> Any:
+    """The parsed JSON of ``path``; a UserError names the file (and the line) if it is malformed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err.reason})") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+
+
+def _object(path: Path) -> dict[str, Any]:
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+def _get(path: Path, data: Any, *keys: str) -> Any:
+    """``data[k1][k2]...``, None where a key is missing; a UserError where a level is not an object."""
+    for depth, key in enumerate(keys):
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: {'.'.join(keys[:depth])} must be a JSON object")
+        data = data.get(key)
+    return data
+
+
+def _number(path: Path, where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{path}: {where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _pairs(value: Any) -> list[tuple[str, str]]:
+    return [(str(word), str(category)) for word, category in value]
+
+
+def load_evaluation(path: Path, method: str, seed: int | None) -> Evaluation:
+    """An ``eval/*.json`` file: CHAIR's and POPE's numbers and the CHAIR descriptions."""
+    data = _object(path)
+    metrics = {}
+    for key in ("chair_s", "chair_i", "recall", "len"):
+        value = _get(path, data, "chair", "metrics", key)
+        if value is not None:
+            metrics[key] = _number(path, f"chair.metrics.{key}", value)
+    for split in POPE_SPLITS:
+        f1 = _get(path, data, "pope", "splits", split, "metrics", "f1")
+        if f1 is not None:
+            metrics[f"f1_{split}"] = _number(path, f"pope.splits.{split}.metrics.f1", f1)
+    rows = _get(path, data, "chair", "captions") or []
+    if not isinstance(rows, list):
+        raise UserError(f"{path}: chair.captions must be a list")
+    captions = {}
+    for k, row in enumerate(rows):
+        try:
+            captions[int(row["image_id"])] = Caption(int(row["image_id"]), str(row["caption"]),
+                                                     _pairs(row.get("mentions", [])),
+                                                     _pairs(row.get("hallucinated", [])),
+                                                     [str(c) for c in row.get("ground_truth", [])])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise UserError(f"{path}: chair.captions[{k}] is not a CHAIR caption row (image_id, caption, "
+                            "mentions, hallucinated as [word, category] pairs)") from None
+    return Evaluation(path, method, seed, metrics, captions)
+
+
+def load_training(path: Path, method: str, seed: int) -> Training:
+    """A ``train/{method}-seed{S}`` directory: metrics.jsonl rows (empty if missing) and config.json."""
+    metrics = path / "metrics.jsonl"
+    steps = [row for _, row in read_jsonl(metrics)] if metrics.is_file() else []
+    config = _object(path / "config.json") if (path / "config.json").is_file() else None
+    return Training(path, method, seed, steps, config)
+
+
+def load_rollout(path: Path) -> Rollout:
+    """A FiSAO ``rollout.json``: every answer with its mentions (start, end, category, reward, score)."""
+    data = _object(path)
+    answers = []
+    try:
+        for row in data.get("answers", []):
+            mentions = [Mention(int(m["start"]), int(m["end"]), str(m["category"]), float(m["reward"]),
+                                float(m["score"])) for m in row.get("mentions", [])]
+            answers.append((str(row.get("prompt", "")), str(row["answer"]), mentions))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(f"{path}: answers[{len(answers)}] is not a rollout answer (answer, mentions with "
+                        "start, end, category, reward, score)") from None
+    return Rollout(path, answers)
+
+
+def _answer(data: dict[str, Any]) -> ScoredAnswer:
+    spans = [(int(t["span"][0]), int(t["span"][1])) for t in data["tokens"]]
+    scores = [float(t["s"]) for t in data["tokens"]]
+    words = [Word(int(w["start"]), int(w["end"]), str(w["label"]), float(w["score"])) for w in data.get("words", [])]
+    return ScoredAnswer(str(data["text"]), spans, scores, words, [(int(s), int(e)) for s, e in data.get("edits", [])])
+
+
+def load_scores(path: Path) -> list[ScoredRecord]:
+    """``vlalign inspect rewards``'s scores.jsonl as records; a UserError names the file and line."""
+    records = []
+    for lineno, row in read_jsonl(path):
+        try:
+            record = ScoredRecord(str(row["id"]), str(row["image"]), str(row["prompt"]), _answer(row["chosen"]),
+                                  _answer(row["rejected"]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise UserError(f"{path}: line {lineno}: not a scored record (id, image, prompt, chosen and rejected "
+                            "with text and tokens)") from None
+        if not record.chosen.spans or not record.rejected.spans:
+            raise UserError(f"{path}: line {lineno}: an answer has no tokens")
+        records.append(record)
+    return records
+
+
+def order_methods(methods: set[str], preferred: list[str] | None = None) -> list[str]:
+    """``methods`` in ``preferred`` order (demo.json's), then dpo, povid, tpo, fisao, then alphabetically."""
+    order = [m for m in (preferred or []) if m in methods]
+    order += [m for m in DEFAULT_ORDER if m in methods and m not in order]
+    return order + sorted(methods - set(order))
+
+
+def _by_run_name(named: list[tuple[str, Path]]) -> dict[str, list[tuple[int, Path]]]:
+    """method -> [(seed, path)] sorted by seed, for the (name, path) whose name is ``{method}-seed{S}``."""
+    found: dict[str, list[tuple[int, Path]]] = {}
+    for name, path in named:
+        match = _RUN_NAME.match(name)
+        if match:
+            found.setdefault(match["method"], []).append((int(match["seed"]), path))
+    return {m: sorted(runs) for m, runs in found.items()}
+
+
+def _seeds(values: list[int]) -> str:
+    return ", ".join(str(s) for s in values) or "none"
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """The run in ``run_dir``; a UserError if it is not a directory or has no eval/base.json."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: not a directory (expected a run directory made by `vlalign demo`)")
+    base_path = root / "eval" / "base.json"
+    if not base_path.is_file():
+        raise UserError(f"{root}: no eval/base.json (the base model's evaluation); not a finished demo run")
+    notes: list[str] = []
+    demo = _object(root / "demo.json") if (root / "demo.json").is_file() else None
+    settings = demo.get("settings") if demo is not None and isinstance(demo.get("settings"), dict) else {}
+    if demo is None:
+        notes.append("no demo.json: settings, timings and machine are not known")
+
+    eval_files = [p for p in sorted((root / "eval").glob("*.json")) if p.name != "base.json"]
+    eval_runs = _by_run_name([(p.stem, p) for p in eval_files])
+    for path in eval_files:
+        if not _RUN_NAME.match(path.stem):
+            notes.append(f"ignored eval/{path.name}: not named {{method}}-seed{{S}}.json")
+    train_dirs = [p for p in sorted((root / "train").glob("*")) if p.is_dir()] if (root / "train").is_dir() else []
+    train_runs = _by_run_name([(p.name, p) for p in train_dirs])
+
+    preferred = settings.get("methods")
+    preferred = [str(m) for m in preferred] if isinstance(preferred, list) else None
+    methods = order_methods(set(eval_runs) | set(train_runs) | set(preferred or []), preferred)
+    wanted = settings.get("seeds")
+    if not (isinstance(wanted, list) and all(isinstance(s, int) for s in wanted)):
+        wanted = None
+    evals, trainings, rollouts = {}, {}, {}
+    for method in methods:
+        evals[method] = [load_evaluation(p, method, s) for s, p in eval_runs.get(method, [])]
+        trainings[method] = [load_training(p, method, s) for s, p in train_runs.get(method, [])]
+        eval_seeds = [e.seed for e in evals[method]]
+        train_seeds = [t.seed for t in trainings[method]]
+        if not eval_seeds:
+            notes.append(f"{method}: no evaluation (eval/{method}-seed*.json); not in the table")
+        elif wanted is not None and sorted(eval_seeds) != sorted(wanted):
+            notes.append(f"{method}: evaluated seeds {_seeds(eval_seeds)} of the planned {_seeds(wanted)}")
+        elif train_seeds and sorted(train_seeds) != sorted(eval_seeds):
+            notes.append(f"{method}: trained seeds {_seeds(train_seeds)}, evaluated seeds {_seeds(eval_seeds)}")
+        if not train_seeds:
+            notes.append(f"{method}: no training directory (train/{method}-seed*/); no curves or config")
+        # The lowest seed that sampled anything; first and last rounds show what training changed.
+        for run in trainings[method]:
+            rounds = sorted((run.path / "rollouts").glob("round-*/rollout.json"))
+            if rounds:
+                rollouts[method] = [load_rollout(p) for p in dict.fromkeys([rounds[0], rounds[-1]])]
+                break
+    scores_path = root / "inspect" / "scores.jsonl"
+    scores = load_scores(scores_path) if scores_path.is_file() else None
+    return Run(root, load_evaluation(base_path, "base", None), methods, evals, trainings, rollouts, scores, demo,
+               notes)
