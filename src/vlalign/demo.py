@@ -9,8 +9,10 @@ atomically), so a run that was interrupted continues where it stopped:
 4. ``eval/base.json``: CHAIR and POPE of the base model on the test split;
 5. per seed, per method: ``train/{method}-seed{S}/`` with ``recipes/train/world_{method}.yaml``,
    then ``eval/{method}-seed{S}.json``;
-6. ``inspect/``: TPO's token scores of a few preference pairs under the base model;
-7. ``demo.json`` (settings, seconds per stage, the machine) and ``report.html`` (:mod:`vlalign.report`).
+6. ``inspect/``: TPO's token scores of a few preference pairs under the base model.
+
+``demo.json`` holds the settings, the machine and the seconds of every stage (rewritten after each one;
+``complete`` once all are done); ``vlalign demo`` then writes ``report.html`` (:mod:`vlalign.report`).
 
 The library draws nothing: ``progress(label, done, total)`` is called as each stage advances.
 """
@@ -102,25 +104,32 @@ def _machine() -> dict[str, Any]:
 
 
 class _Timings:
-    """Seconds per stage, kept in ``demo.json`` across reruns (a reused stage keeps its first timing)."""
+    """Seconds per stage, written to ``demo.json`` after every stage, so a rerun keeps the seconds
+    of the stages it reuses."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, summary: dict[str, Any]):
+        self.path, self.summary = path, summary
         self.seconds: dict[str, float] = {}
         if path.is_file():
             try:
                 self.seconds = dict(json.loads(path.read_text()).get("timings", {}))
-            except (json.JSONDecodeError, AttributeError):
-                self.seconds = {}
+            except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+                self.seconds = {}  # an unreadable demo.json only loses the earlier timings
 
-    def run(self, name: str, done: bool, work: Callable[[], Any]) -> bool:
-        """Run ``work`` unless ``done``; returns whether it ran."""
+    def run(self, name: str, done: bool, work: Callable[[], Any]) -> None:
+        """Run ``work`` unless ``done``, and record its seconds."""
         if done:
-            return False
+            return
         started = time.perf_counter()
         work()
         self.seconds[name] = round(time.perf_counter() - started, 1)
-        return True
+        self.save()
+
+    def save(self, complete: bool = False) -> dict[str, Any]:
+        self.summary.update(timings=self.seconds, total_seconds=round(sum(self.seconds.values()), 1),
+                            complete=complete)
+        write_json(self.path, self.summary, indent=1)
+        return self.summary
 
 
 def run_demo(out: str | Path, config: DemoConfig, progress: Progress | None = None,
@@ -140,7 +149,14 @@ def run_demo(out: str | Path, config: DemoConfig, progress: Progress | None = No
     world_config = load_config(WorldConfig, None, config.world)
     pretrain_config = load_config(PretrainConfig, None, config.pretrain)
     train_configs = {m: _train_config(m, config) for m in config.methods}
-    timings = _Timings(out / "demo.json")
+    timings = _Timings(out / "demo.json", {
+        "settings": {"quick": config.quick, "methods": config.methods, "seeds": config.seeds,
+                     "eval_images": config.eval_images, "world": config_to_dict(world_config),
+                     "pretrain": config_to_dict(pretrain_config),
+                     "train": {m: config_to_dict(c) for m, c in train_configs.items()},
+                     "overrides": {"world": config.world, "pretrain": config.pretrain, "train": config.train}},
+        "machine": _machine(),
+    })
     bar = progress or (lambda label, done, total: None)
     stage = on_stage or (lambda name, reused: None)
 
@@ -166,18 +182,7 @@ def run_demo(out: str | Path, config: DemoConfig, progress: Progress | None = No
     if "tpo" in config.methods:
         step("inspect", (out / "inspect" / "summary.json").is_file(),
              lambda: _inspect(base_dir / "llava", prefs, world_dir, out / "inspect", config, bar))
-    summary = {
-        "settings": {"quick": config.quick, "methods": config.methods, "seeds": config.seeds,
-                     "eval_images": config.eval_images, "world": config_to_dict(world_config),
-                     "pretrain": config_to_dict(pretrain_config),
-                     "train": {m: config_to_dict(c) for m, c in train_configs.items()},
-                     "overrides": {"world": config.world, "pretrain": config.pretrain, "train": config.train}},
-        "timings": timings.seconds,
-        "total_seconds": round(sum(timings.seconds.values()), 1),
-        "machine": _machine(),
-    }
-    write_json(out / "demo.json", summary, indent=1)
-    return summary
+    return timings.save(complete=True)
 
 
 def _train_config(method: str, config: DemoConfig):

@@ -1,0 +1,45 @@
+"""The demo's settings: presets, overrides on top of them, and the recipes it trains with."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlalign.demo import QUICK, DemoConfig, recipe_path
+from vlalign.errors import UserError
+
+
+def test_quick_preset_then_the_users_overrides_last_wins():
+    config = DemoConfig.preset(True, world=["num_train=100"], train={"dpo": ["lr=1e-5"], "fisao": ["fisao.rounds=2"]},
+                               seeds=[0, 1])
+    assert config.world == [*QUICK["world"], "num_train=100"]  # later keys override earlier ones
+    assert config.train["dpo"] == ["max_steps=200", "lr=1e-5"]
+    assert config.train["fisao"][-1] == "fisao.rounds=2" and config.train["tpo"] == ["max_steps=200"]
+    assert config.eval_images == QUICK["eval_images"] and config.seeds == [0, 1] and config.quick
+
+
+def test_full_preset_is_the_recipes_unchanged():
+    config = DemoConfig.preset(False)
+    assert config.world == [] and config.pretrain == [] and config.train == {} and config.eval_images == 500
+    assert config.methods == ["dpo", "povid", "tpo", "fisao"] and config.seeds == [0]
+
+
+def test_quick_preset_does_not_leak_into_the_next():
+    first = DemoConfig.preset(True, world=["num_train=100"])
+    assert DemoConfig.preset(True).world == QUICK["world"] and first.world[-1] == "num_train=100"
+
+
+@pytest.mark.parametrize("method", ["dpo", "povid", "tpo", "fisao"])
+def test_every_method_has_a_world_recipe(method):
+    assert recipe_path(method).name == f"world_{method}.yaml"
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(methods=["dpo", "ppo"]), "'ppo' is not one of"),
+    (dict(methods=[]), "none given"),
+    (dict(seeds=[]), "seeds"),
+    (dict(seeds=[1, 1]), "distinct"),
+    (dict(eval_images=0), "eval-images"),
+])
+def test_bad_settings_are_user_errors(fields, message):
+    with pytest.raises(UserError, match=message):
+        DemoConfig.preset(False, **fields).validate()
