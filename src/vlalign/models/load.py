@@ -12,6 +12,8 @@ Mistakes a user can make (a wrong path, a directory that is not a VLM checkpoint
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import re
 from dataclasses import dataclass
@@ -174,6 +176,10 @@ def kv_cache(output: Any) -> Any:
 def with_kv_cache(module: torch.nn.Module, cache: Any) -> dict[str, Any]:
     """``cache`` as the keyword ``module.forward`` takes it: ``cache`` from transformers 5.24 on,
     ``past_key_values`` before (5.24 still accepts the old name, with a warning)."""
-    import inspect
+    return {_cache_keyword(type(module)): cache}
 
-    return {"cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values": cache}
+
+@functools.cache
+def _cache_keyword(cls: type) -> str:
+    # Looked up once per model class: this runs on every packed forward of training.
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
