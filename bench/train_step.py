@@ -2,6 +2,8 @@
 
     python bench/train_step.py [--model runs/base/llava] [--data runs/prefs/objects.jsonl]
                                [--batch-size 8] [--steps 20] [--warmup 3] [--threads 1]
+    # on a GPU, LLaVA-1.5-7B's architecture with random weights (the world's tokenizer and pairs):
+    python bench/train_step.py --device cuda --arch llava-1.5-7b --lora-r 128 --precision bf16
 
 Same model weights, the same first ``--batch-size`` pairs of ``--data``, fp32 on the CPU, full
 fine-tuning of the language model, lm_head and projector (vision tower frozen) in both, a
@@ -14,6 +16,15 @@ the peak during the timed steps above the RSS just before them (the kernel's hig
 reset there). All ratios come from this one run; the machine is noisy, so compare ratios.
 Both run with ``--threads`` torch threads (default 1: on a shared machine, OpenMP threads that
 wait for a busy core slow every op down by an order of magnitude; 0 keeps torch's default).
+
+``--arch llava-1.5-7b`` builds LLaVA-1.5-7B's architecture (CLIP ViT-L/14 at 336 px, 576 image
+tokens, a Llama-2-7B language model with LLaVA's 32064-token vocabulary) with random weights, so
+no download is needed; text goes through ``--model``'s tokenizer, whose ids all lie in that
+vocabulary. ``--lora-r R`` trains LoRA adapters (alpha 2R) on the language model and the whole
+projector, with the adapter-free model as the reference, in both frameworks (TRL gets the same
+PEFT ``LoraConfig``). ``--precision bf16`` loads the frozen weights in bf16 under LoRA (vlalign's
+rule, applied to both) and runs the steps under bf16 autocast. On a GPU, memory is the peak of
+``torch.cuda.max_memory_allocated`` rather than RSS, and steps are timed after a synchronize.
 """
 
 from __future__ import annotations
@@ -54,8 +65,10 @@ def reset_high_water() -> bool:
         return False
 
 
-def timed_steps(step, warmup: int, steps: int) -> dict:
+def timed_steps(step, warmup: int, steps: int, device: str) -> dict:
     """Run ``step()`` (returns the loss) warmup + steps times; times and memory of the timed ones."""
+    if device == "cuda":
+        return _timed_gpu_steps(step, warmup, steps)
     first_loss = step()
     for _ in range(warmup - 1):
         step()
@@ -72,6 +85,71 @@ def timed_steps(step, warmup: int, steps: int) -> dict:
             "ready_mib": ready / MiB, "steps_extra_mib": None if during is None else (during - ready) / MiB}
 
 
+def _timed_gpu_steps(step, warmup: int, steps: int) -> dict:
+    """:func:`timed_steps` on a GPU: allocated memory instead of RSS, a synchronize around each step."""
+    first_loss = step()  # .item() synchronizes
+    for _ in range(warmup - 1):
+        step()
+    torch.cuda.synchronize()
+    before_peak, ready = torch.cuda.max_memory_allocated(), torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    during = torch.cuda.max_memory_allocated()
+    return {"median_s": statistics.median(times), "first_loss": first_loss, "peak_mib": max(before_peak, during) / MiB,
+            "ready_mib": ready / MiB, "steps_extra_mib": (during - ready) / MiB}
+
+
+def train_config(args, method: str, detach: bool = False):
+    """The settings both frameworks share, as vlalign's config."""
+    from vlalign.train.config import LoraSettings, TrainConfig
+
+    lora = LoraSettings(enabled=args.lora_r > 0, r=args.lora_r, alpha=2 * args.lora_r)
+    return TrainConfig(method=method, beta=args.beta, lr=args.lr, batch_size=args.batch_size, detach_weights=detach,
+                       lora=lora, mixed_precision="bf16" if args.precision == "bf16" else "no")
+
+
+def load_model(args, config):
+    """The model to train on ``args.device``: ``--model`` itself, or a random LLaVA-1.5-7B."""
+    from vlalign.models.load import load_vlm
+    from vlalign.train.model import weights_dtype
+
+    if args.arch == "world":
+        return load_vlm(args.model, dtype=weights_dtype(config), device=args.device)
+    return random_llava_7b(args.model, weights_dtype(config), args.device)
+
+
+# llava-hf/llava-1.5-7b-hf's sizes: CLIP ViT-L/14-336 and Llama-2-7B
+LLAVA_7B_VISION = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+                   "projection_dim": 768}
+LLAVA_7B_TEXT = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+                 "num_key_value_heads": 32, "max_position_embeddings": 4096}
+
+
+def random_llava_7b(tokenizer_dir: str, dtype: torch.dtype, device: str):
+    """LLaVA-1.5-7B's architecture with random weights, and a LLaVA processor at 336 px on the given tokenizer."""
+    from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from vlalign.models.load import LoadedVLM
+    from vlalign.models.tiny import IMAGE, TinySizes, llava_processor
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    vision = CLIPVisionConfig(**LLAVA_7B_VISION, image_size=336, patch_size=14, hidden_act="quick_gelu")
+    text = LlamaConfig(**LLAVA_7B_TEXT, vocab_size=32064, rms_norm_eps=1e-5, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision.to_dict(), text_config=text, image_token_index=tokenizer.convert_tokens_to_ids(IMAGE),
+                         image_seq_length=576, vision_feature_layer=-2, vision_feature_select_strategy="default",
+                         projector_hidden_act="gelu", pad_token_id=tokenizer.pad_token_id)
+    with torch.device(device):
+        model = LlavaForConditionalGeneration._from_config(config, dtype=dtype)
+    return LoadedVLM(model=model.eval(), processor=llava_processor(tokenizer, TinySizes(image_size=336, patch_size=14)),
+                     family="llava")
+
+
 def optimizer_step(params, optimizer) -> None:
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
@@ -79,39 +157,41 @@ def optimizer_step(params, optimizer) -> None:
 
 
 def run_vlalign(args, method: str, detach: bool = False) -> dict:
-    from vlalign.models.load import load_vlm
-    from vlalign.train.config import TrainConfig
     from vlalign.train.data import load_pairs
     from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step, tpo_step
     from vlalign.train.model import prepare_policy
     from vlalign.train.reference import make_reference
 
-    config = TrainConfig(method=method, beta=args.beta, lr=args.lr, batch_size=args.batch_size, detach_weights=detach)
+    config = train_config(args, method, detach)
     pairs = load_pairs(args.data)
     rows = list(range(args.batch_size))
-    vlm = load_vlm(args.model, dtype="float32", device="cpu")
-    frozen = copy.deepcopy(vlm.model).eval().requires_grad_(False)
+    vlm = load_model(args, config)
+    frozen = None if config.lora.enabled else copy.deepcopy(vlm.model).eval().requires_grad_(False)
     policy = prepare_policy(vlm.model, config)
-    reference = make_reference(config, policy, frozen, pairs, vlm, Path(args.model), "cpu")
+    reference = make_reference(config, policy, frozen, pairs, vlm, Path(args.model), args.device)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     started = time.perf_counter()
     batch, images = pairs.collate(vlm.processor, rows)
+    batch = batch.to(args.device)
     collate_s = time.perf_counter() - started
     policy.train()
     generator = torch.Generator().manual_seed(0)
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
     def step() -> float:
-        if method in ("povid", "tpo"):  # fresh noise every step, as the training loop does
-            noisy = corrupt_pixels(vlm.processor, images, config.noise_step, config.noise_mode, generator)
-            out = (povid_step if method == "povid" else tpo_step)(policy, reference, batch, rows, config, noisy)
-        else:
-            out = dpo_step(policy, reference, batch, rows, config)
+        with autocast:
+            if method in ("povid", "tpo"):  # fresh noise every step, as the training loop does
+                noisy = corrupt_pixels(vlm.processor, images, config.noise_step, config.noise_mode, generator)
+                noisy = noisy.to(args.device, batch.pixel_values.dtype)
+                out = (povid_step if method == "povid" else tpo_step)(policy, reference, batch, rows, config, noisy)
+            else:
+                out = dpo_step(policy, reference, batch, rows, config)
         out.loss.backward()
         optimizer_step(params, optimizer)
         return out.loss.item()
 
-    result = timed_steps(step, args.warmup, args.steps)
+    result = timed_steps(step, args.warmup, args.steps, args.device)
     return {**result, "collate_s": collate_s, "trainable": sum(p.numel() for p in params),
             "tokens": int(batch.attention_mask.sum()), "response_tokens": int(batch.response_mask.sum()),
             "shape": list(batch.input_ids.shape)}
@@ -122,15 +202,19 @@ def run_trl(args) -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from vlalign.models.load import load_vlm
     from vlalign.train.data import load_pairs
+    from vlalign.train.model import lora_config
 
     pairs = load_pairs(args.data)
     rows = list(range(args.batch_size))
-    vlm = load_vlm(args.model, dtype="float32", device="cpu")
+    config = train_config(args, "dpo")
+    vlm = load_model(args, config)
     model = vlm.model
-    model.model.vision_tower.requires_grad_(False)  # TRL trains everything it is given; match vlalign
-    ref_model = copy.deepcopy(model).eval().requires_grad_(False)  # what TRL would load from disk itself
+    if config.lora.enabled:  # TRL wraps the model itself; the reference is the adapter-free model
+        peft_config, ref_model = lora_config(model, config), None
+    else:
+        model.model.vision_tower.requires_grad_(False)  # TRL trains everything it is given; match vlalign
+        peft_config, ref_model = None, copy.deepcopy(model).eval().requires_grad_(False)  # as TRL would load it
     def text(t):
         return {"type": "text", "text": t}
 
@@ -143,11 +227,12 @@ def run_trl(args) -> dict:
     with tempfile.TemporaryDirectory() as out:
         config = DPOConfig(output_dir=out, per_device_train_batch_size=args.batch_size, max_length=None,
                            beta=args.beta, learning_rate=args.lr, weight_decay=0.0, optim="adamw_torch",
-                           max_grad_norm=1.0, gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True,
+                           max_grad_norm=1.0, gradient_checkpointing=False, bf16=args.precision == "bf16", fp16=False,
+                           use_cpu=args.device == "cpu",
                            report_to="none", eval_strategy="no", save_strategy="no", dataloader_num_workers=0,
                            disable_dropout=True, seed=0)
         trainer = DPOTrainer(model=model, ref_model=ref_model, args=config, train_dataset=dataset,
-                             processing_class=vlm.processor)
+                             processing_class=vlm.processor, peft_config=peft_config)
         optimizer = trainer.create_optimizer()
         trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train()'s loop, read by training_step
         params = [p for p in trainer.model.parameters() if p.requires_grad]
@@ -160,7 +245,7 @@ def run_trl(args) -> dict:
             optimizer_step(params, optimizer)
             return loss.item()
 
-        result = timed_steps(step, args.warmup, args.steps)
+        result = timed_steps(step, args.warmup, args.steps, args.device)
     return {**result, "collate_s": collate_s, "trainable": sum(p.numel() for p in params),
             "tokens": int(inputs["attention_mask"].sum()), "response_tokens": int(inputs["completion_mask"].sum()),
             "shape": list(inputs["input_ids"].shape), "version": trl.__version__,
@@ -179,15 +264,18 @@ def child(args) -> None:
 def spawn(args, which: str) -> dict:
     cmd = [sys.executable, __file__, "--only", which, "--model", args.model, "--data", args.data,
            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--lr", str(args.lr), "--beta", str(args.beta), "--threads", str(args.threads)]
+           "--lr", str(args.lr), "--beta", str(args.beta), "--threads", str(args.threads), "--device", args.device,
+           "--arch", args.arch, "--lora-r", str(args.lora_r), "--precision", args.precision]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
            "TQDM_DISABLE": "1"}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        sys.exit(f"--only {which} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    if proc.returncode or not lines:  # reported, and the other runs go on
+        print(f"--only {which} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}",
+              file=sys.stderr, flush=True)
+        return None
     return json.loads(lines[-1][len("RESULT "):])
 
 
@@ -201,10 +289,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each child (0: torch's default)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--arch", choices=["world", "llava-1.5-7b"], default="world",
+                        help="world: the --model checkpoint; llava-1.5-7b: that architecture, random weights")
+    parser.add_argument("--lora-r", type=int, default=0, help="LoRA rank (alpha 2r); 0: full fine-tuning")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--only", choices=list(RUNS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.warmup = max(1, args.warmup)
-    if not Path(args.model, "config.json").is_file():
+    if not Path(args.model, "tokenizer_config.json").is_file():
         sys.exit(f"{args.model}: no model there (train one with bench/pretrain.py or pass --model)")
     if not Path(args.data).is_file():
         sys.exit(f"{args.data}: no preference records; make them with\n"
@@ -216,13 +309,18 @@ def main() -> None:
     for which in RUNS:
         print(f"running {which} ...", file=sys.stderr, flush=True)
         res[which] = spawn(args, which)
+    if res["trl"] is None or res["vlalign"] is None:
+        sys.exit("no comparison: vlalign's or TRL's DPO run failed (above)")
+    ran = [which for which in RUNS if res[which] is not None]
     trl_r, ours = res["trl"], res["vlalign"]
     names = {**RUNS, "trl": f"TRL {trl_r['version']} DPOTrainer"}
+    mem = "peak GPU memory" if args.device == "cuda" else "peak RSS"
+    held = "allocated" if args.device == "cuda" else "RSS"
 
-    print("\n| framework | median s/step | tokens/s | peak RSS MiB | RSS before steps MiB | peak during steps "
-          "above that MiB | time vs TRL | peak RSS vs TRL |")
+    print(f"\n| framework | median s/step | tokens/s | {mem} MiB | {held} before steps MiB | peak during steps "
+          f"above that MiB | time vs TRL | {mem} vs TRL |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for which in RUNS:
+    for which in ran:
         r = res[which]
         extra = "n/a" if r["steps_extra_mib"] is None else f"{r['steps_extra_mib']:.0f}"
         print(f"| {names[which]} | {r['median_s']:.4f} | {r['tokens'] / r['median_s']:.0f} | {r['peak_mib']:.0f} | "
@@ -230,8 +328,10 @@ def main() -> None:
               f"{r['peak_mib'] / trl_r['peak_mib']:.2f}x |")
     time_ratio, mem_ratio = ours["median_s"] / trl_r["median_s"], ours["peak_mib"] / trl_r["peak_mib"]
     print(f"\nvlalign DPO step / TRL DPO step: {time_ratio:.2f}x time (goal <= 0.60x: "
-          f"{'met' if time_ratio <= 0.6 else 'NOT met'}), {mem_ratio:.2f}x peak RSS (goal <= 1.00x: "
+          f"{'met' if time_ratio <= 0.6 else 'NOT met'}), {mem_ratio:.2f}x {mem} (goal <= 1.00x: "
           f"{'met' if mem_ratio <= 1.0 else 'NOT met'})")
+    if any(res[which] is None for which in ("povid", "tpo", "tpo-detached")):
+        return
     print(f"POVID stage-2 step / vlalign DPO step: {res['povid']['median_s'] / ours['median_s']:.2f}x time "
           f"(includes corrupting the {args.batch_size} images each step)")
     tpo_ratio = res["tpo"]["median_s"] / ours["median_s"]
@@ -241,15 +341,18 @@ def main() -> None:
     print(f"TPO step with detach_weights / vlalign DPO step: {res['tpo-detached']['median_s'] / ours['median_s']:.2f}x "
           "time (the policy's corrupted pass without a graph: 1.5x DPO's FLOPs)")
     print("\nsanity checks (policy == reference at step 1, so the DPO loss should be log 2 = 0.6931):")
-    for which in RUNS:
+    for which in ran:
         r = res[which]
         print(f"- {names[which]}: first loss {r['first_loss']:.4f}, trainable params {r['trainable']:,}, "
               f"batch {r['shape'][0]}x{r['shape'][1]} ids, {r['tokens']} real tokens, {r['response_tokens']} "
               f"response tokens, collation {r['collate_s']:.3f} s")
-    print(f"\nsettings: model {args.model}, data {args.data}, {args.batch_size} pairs/step, {args.warmup} warmup + "
-          f"{args.steps} timed steps, fp32 CPU, {ours['threads']} torch threads, beta {args.beta}, lr {args.lr}, "
-          f"torch AdamW (TRL: {trl_r['optimizer']}, optim=adamw_torch), clip 1.0, reference = frozen copy, "
-          f"dropout off, no gradient checkpointing, vision tower frozen, TRL max_length=None; "
+    reference = (f"LoRA r={args.lora_r} alpha={2 * args.lora_r} + projector, reference = adapters off"
+                 if args.lora_r else "full fine-tuning, reference = frozen copy")
+    model = "LLaVA-1.5-7B architecture, random weights" if args.arch == "llava-1.5-7b" else f"model {args.model}"
+    print(f"\nsettings: {model}, data {args.data}, {args.batch_size} pairs/step, {args.warmup} warmup + "
+          f"{args.steps} timed steps, {args.precision} on {args.device}, {ours['threads']} torch threads, "
+          f"beta {args.beta}, lr {args.lr}, torch AdamW (TRL: {trl_r['optimizer']}, optim=adamw_torch), clip 1.0, "
+          f"{reference}, dropout off, no gradient checkpointing, vision tower frozen, TRL max_length=None; "
           f"torch {torch.__version__}")
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ from vlalign.errors import UserError
 from vlalign.models.load import load_vlm
 from vlalign.train.config import LoraSettings, TrainConfig
 from vlalign.train.loop import TrainingDiverged, micro_batch_rows, train
+from vlalign.train.model import prepare_policy, weights_dtype
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +112,32 @@ def test_lora_run_saves_an_adapter_and_uses_the_adapter_free_reference(tmp_path,
     assert (out / "model" / "adapter_config.json").is_file()
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert first["loss"] == pytest.approx(0.6931, abs=1e-4)  # LoRA starts at zero: policy == reference
+
+
+def test_lora_under_bf16_keeps_frozen_weights_bf16_and_trains_fp32_adapters(tmp_path, tiny_base, prefs):
+    config = _config(mixed_precision="bf16", lora=LoraSettings(enabled=True, r=4, alpha=8))
+    assert weights_dtype(config) == torch.bfloat16
+    assert weights_dtype(_config(mixed_precision="bf16")) == torch.float32  # full fine-tuning: fp32 master weights
+    policy = prepare_policy(load_vlm(tiny_base / "llava", dtype=weights_dtype(config)).model, config)
+    trainable = {n: p.dtype for n, p in policy.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable) and any("multi_modal_projector" in n for n in trainable)
+    assert set(trainable.values()) == {torch.float32}
+    assert {p.dtype for p in policy.parameters() if not p.requires_grad} == {torch.bfloat16}
+
+    # The real command (Accelerate's precision is fixed once per process); the held-out
+    # evaluation runs outside the training step, under the same autocast.
+    out = tmp_path / "bf16"
+    cmd = [sys.executable, "-m", "vlalign", "train", "--method", "dpo", "--model", str(tiny_base / "llava"),
+           "--data", str(prefs), "--eval-data", str(prefs), "--out", str(out)]
+    sets = ["max_steps=4", "batch_size=4", "eval_every=2", "mixed_precision=bf16", "lora.enabled=true", "lora.r=4"]
+    proc = subprocess.run(cmd + [a for kv in sets for a in ("--set", kv)], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "eval/loss" in r] == [2, 4]
+    assert all(math.isfinite(r["loss"]) for r in logged if "loss" in r)
+    adapter = load_file(str(out / "model" / "adapter_model.safetensors"))
+    assert {t.dtype for t in adapter.values()} == {torch.float32}
 
 
 def test_micro_batches_cover_each_epoch_once():

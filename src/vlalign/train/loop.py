@@ -26,7 +26,7 @@ from vlalign.train.config import TrainConfig
 from vlalign.train.data import Pairs, load_pairs
 from vlalign.train.fisao import FisaoInputs, FisaoRounds, fisao_setup, fisao_total_steps, load_prompts
 from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step, tpo_step
-from vlalign.train.model import prepare_policy
+from vlalign.train.model import prepare_policy, weights_dtype
 from vlalign.train.reference import make_reference
 
 # (step, total, metrics) -> None, after every optimizer step; the CLI draws a progress bar.
@@ -134,7 +134,7 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
     held_out = load_pairs(eval_data, image_root) if eval_data else None
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard", project_dir=str(out))
     torch.manual_seed(config.seed)
-    vlm = load_vlm(model_dir, dtype="float32", device="cpu", trust_remote_code=trust_remote_code)
+    vlm = load_vlm(model_dir, dtype=weights_dtype(config), device="cpu", trust_remote_code=trust_remote_code)
     frozen = copy.deepcopy(vlm.model).eval().requires_grad_(False) if config.resolved_reference() == "copy" else None
     policy = prepare_policy(vlm.model, config)
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -156,7 +156,8 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
         source = PairBatches(pairs, vlm, config, device, accelerator.process_index, accelerator.num_processes)
     else:
         sampler = LoadedVLM(accelerator.unwrap_model(policy), vlm.processor, vlm.family)
-        verifier, calibration, vocab = fisao_setup(sampler, fisao, data, config, out, device, resume)
+        with accelerator.autocast():  # under LoRA + bf16 the frozen weights are bf16, the trainable fp32
+            verifier, calibration, vocab = fisao_setup(sampler, fisao, data, config, out, device, resume)
         source = FisaoRounds(vlm, prompts, verifier, calibration, vocab, config, out, device,
                              accelerator.process_index, accelerator.num_processes)
     step = 0
@@ -201,13 +202,13 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
                 log.flush()
                 accelerator.log(metrics, step=step)
             if held_out is not None and config.eval_every and step % config.eval_every == 0 and step < total:
-                _log_eval(evaluate_pairs(policy, eval_reference, vlm, held_out, config, device), step, log, accelerator)
+                _log_eval(policy, eval_reference, vlm, held_out, config, step, log, accelerator)
             if config.save_every and step % config.save_every == 0 and step < total:
                 save_checkpoint(out, step, accelerator.unwrap_model(policy), optimizer, scheduler)
             if on_step:
                 on_step(step, total, metrics)
         if held_out is not None:
-            _log_eval(evaluate_pairs(policy, eval_reference, vlm, held_out, config, device), step, log, accelerator)
+            _log_eval(policy, eval_reference, vlm, held_out, config, step, log, accelerator)
         save_checkpoint(out, step, accelerator.unwrap_model(policy), optimizer, scheduler)
         _save_model(accelerator.unwrap_model(policy), vlm, out)
     finally:
@@ -223,7 +224,10 @@ def _truncate_log(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
-def _log_eval(metrics: dict[str, float], step: int, log, accelerator) -> None:
+def _log_eval(policy, reference, vlm, held_out, config: TrainConfig, step: int, log, accelerator) -> None:
+    """Held-out pair metrics, logged at ``step``."""
+    with accelerator.autocast():
+        metrics = evaluate_pairs(policy, reference, vlm, held_out, config, accelerator.device)
     log.write(json.dumps({"step": step, **metrics}) + "\n")
     log.flush()
     accelerator.log(metrics, step=step)
