@@ -1,3 +1,4 @@
 from vlalign.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # spawned worker processes import this module too (vlalign demo --jobs)
+    raise SystemExit(main())

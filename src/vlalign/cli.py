@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -181,34 +182,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     extra = {"eval_images": args.eval_images} if args.eval_images else {}
     config = DemoConfig.preset(args.quick, methods=args.methods.split(","), seeds=list(range(args.seeds)),
                                world=args.world_set, pretrain=args.pretrain_set, train=train_sets,
-                               workers=args.workers, **extra)
+                               workers=args.workers, jobs=args.jobs, **extra)
     _quiet_transformers()
-    bar: dict = {}
+    bars: dict = {}  # one bar per part of a stage; parallel method runs each have theirs
+    run_of = re.compile(r"^(?:train|eval) (\S+)")
+
+    def run_name(label: str) -> str | None:
+        found = run_of.match(label)
+        return found.group(1) if found else None
 
     def progress(label: str, done: int, total: int) -> None:
-        if bar.get("label") != label:
-            if bar.get("bar") is not None:
-                bar["bar"].close()
-            bar.update(label=label, bar=tqdm(total=total, desc=label, dynamic_ncols=True, leave=False))
-        bar["bar"].total = total
-        bar["bar"].update(done - bar["bar"].n)
+        owner = run_name(label)
+        for other in [k for k in bars if k != label and (owner is None or run_name(k) == owner)]:
+            bars.pop(other).close()  # the same run (or the one sequential stage) moved on
+        if label not in bars:
+            bars[label] = tqdm(total=total, desc=label, dynamic_ncols=True, leave=False)
+        bars[label].total = total
+        bars[label].update(done - bars[label].n)
 
     def on_stage(name: str, reused: bool) -> None:
-        if bar.get("bar") is not None:
-            bar["bar"].close()
-            bar.clear()
+        if config.jobs == 1 or not run_of.match(name):
+            for label in list(bars):
+                bars.pop(label).close()
         tqdm.write(f"{'reusing' if reused else 'running'} {name}", file=sys.stderr)
 
     summary = run_demo(args.out, config, progress, on_stage)
-    if bar.get("bar") is not None:
-        bar["bar"].close()
+    for label in list(bars):
+        bars.pop(label).close()
     report = write_report(args.out)
     what = "quick demo" if config.quick else "demo"
     print(f"\n{what}: {len(config.seeds)} seed(s), test split, {config.eval_images} images "
           f"(CHAIR: greedy 'Describe this image.'; POPE: Yes/No next-token scores)\n")
     print(markdown_table(summarize(load_run(args.out))))
-    print(f"\nreport: {report}\nrun directory: {args.out} (stages took {summary['total_seconds'] / 60:.1f} min "
-          "in all; a rerun reuses every finished stage)")
+    print(f"\nreport: {report}\nrun directory: {args.out} ({summary['wall_seconds'] / 60:.1f} min of wall clock, "
+          f"stages {summary['total_seconds'] / 60:.1f} min in all; a rerun reuses every finished stage)")
     return 0
 
 
@@ -567,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-set", action="append", default=[], metavar="[METHOD:]KEY=VALUE",
                       help="override a TrainConfig field of every method, or of one (dpo:max_steps=100)")
     demo.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="rendering processes")
+    demo.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                      help="method runs (train + eval) at a time, each a process with its share of the cores "
+                           "(default: 2, or 1 on one core)")
     demo.set_defaults(func=cmd_demo)
 
     rep = sub.add_parser("report", help="one self-contained HTML page of a demo run: table, plots, examples, settings")

@@ -8,7 +8,9 @@ atomically), so a run that was interrupted continues where it stopped:
 3. ``prefs/objects.jsonl``: preference pairs by POVID-style injection (inserted and substituted objects);
 4. ``eval/base.json``: CHAIR and POPE of the base model on the test split;
 5. per seed, per method: ``train/{method}-seed{S}/`` with ``recipes/train/world_{method}.yaml``,
-   then ``eval/{method}-seed{S}.json``;
+   then ``eval/{method}-seed{S}.json``; with ``jobs`` > 1, that many of these runs at a time,
+   each in its own process with an equal share of the cores (on a CPU, two one-thread runs get
+   more done than one run on two threads);
 6. ``inspect/``: TPO's token scores of a few preference pairs under the base model.
 
 ``demo.json`` holds the settings, the machine and the seconds of every stage (rewritten after each one;
@@ -60,6 +62,7 @@ class DemoConfig:
     train: dict[str, list[str]] = field(default_factory=dict)  # method -> TrainConfig overrides
     inspect_records: int = 24  # preference pairs whose TPO token scores the report shows
     workers: int = 1  # world rendering processes
+    jobs: int = 1  # method runs (train, then eval) at a time, each in its own process
 
     @classmethod
     def preset(cls, quick: bool, **kwargs: Any) -> DemoConfig:
@@ -86,6 +89,8 @@ class DemoConfig:
             raise UserError("demo: seeds must be distinct and at least one")
         if self.eval_images < 1:
             raise UserError("demo --eval-images must be at least 1")
+        if self.jobs < 1:
+            raise UserError("demo --jobs must be at least 1")
 
 
 def recipe_path(method: str) -> Path:
@@ -105,14 +110,18 @@ def _machine() -> dict[str, Any]:
 
 class _Timings:
     """Seconds per stage, written to ``demo.json`` after every stage, so a rerun keeps the seconds
-    of the stages it reuses."""
+    of the stages it reuses. ``wall_seconds`` adds up the wall-clock time of every invocation
+    that ran a stage (less than the stages' sum when method runs share the machine)."""
 
     def __init__(self, path: Path, summary: dict[str, Any]):
         self.path, self.summary = path, summary
         self.seconds: dict[str, float] = {}
+        self.earlier_wall, self.started, self.worked = 0.0, time.perf_counter(), False
         if path.is_file():
             try:
-                self.seconds = dict(json.loads(path.read_text()).get("timings", {}))
+                saved = json.loads(path.read_text())
+                self.seconds = dict(saved.get("timings", {}))
+                self.earlier_wall = float(saved.get("wall_seconds", sum(self.seconds.values())))
             except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
                 self.seconds = {}  # an unreadable demo.json only loses the earlier timings
 
@@ -122,12 +131,16 @@ class _Timings:
             return
         started = time.perf_counter()
         work()
-        self.seconds[name] = round(time.perf_counter() - started, 1)
+        self.record(name, round(time.perf_counter() - started, 1))
+
+    def record(self, name: str, seconds: float) -> None:
+        self.seconds[name], self.worked = seconds, True
         self.save()
 
     def save(self, complete: bool = False) -> dict[str, Any]:
+        wall = self.earlier_wall + (time.perf_counter() - self.started if self.worked else 0.0)
         self.summary.update(timings=self.seconds, total_seconds=round(sum(self.seconds.values()), 1),
-                            complete=complete)
+                            wall_seconds=round(wall, 1), complete=complete)
         write_json(self.path, self.summary, indent=1)
         return self.summary
 
@@ -171,18 +184,115 @@ def run_demo(out: str | Path, config: DemoConfig, progress: Progress | None = No
 
         step("data", report_path(prefs).is_file(), lambda: _inject(world_dir, prefs, bar))
     step("eval base", (out / "eval" / "base.json").is_file(),
-         lambda: _evaluate(base_dir / "llava", world_dir, out / "eval" / "base.json", config, "base", bar))
-    for seed in config.seeds:
-        for method in config.methods:
-            name, run = f"{method}-seed{seed}", out / "train" / f"{method}-seed{seed}"
-            step(f"train {name}", (run / "model").is_dir(),
-                 lambda: _train(method, seed, train_configs[method], base_dir, world_dir, prefs, run, bar))
-            step(f"eval {name}", (out / "eval" / f"{name}.json").is_file(),
-                 lambda: _evaluate(run / "model", world_dir, out / "eval" / f"{name}.json", config, name, bar))
+         lambda: _evaluate(base_dir / "llava", world_dir, out / "eval" / "base.json", config.eval_images, "base", bar))
+    runs = [MethodRun(method, seed, train_configs[method], base_dir, world_dir, prefs, out, config.eval_images)
+            for seed in config.seeds for method in config.methods]
+    if config.jobs == 1:
+        for r in runs:
+            step(f"train {r.name}", r.trained(), lambda: r.train(bar))
+            step(f"eval {r.name}", r.evaluated(), lambda: r.evaluate(bar))
+    else:
+        _run_in_parallel(runs, config.jobs, timings, bar, stage)
     if "tpo" in config.methods:
         step("inspect", (out / "inspect" / "summary.json").is_file(),
              lambda: _inspect(base_dir / "llava", prefs, world_dir, out / "inspect", config, bar))
     return timings.save(complete=True)
+
+
+@dataclass
+class MethodRun:
+    """One method and seed of the demo: train from the base model, then evaluate."""
+
+    method: str
+    seed: int
+    train_config: Any
+    base_dir: Path
+    world_dir: Path
+    prefs: Path
+    out: Path
+    eval_images: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-seed{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "train" / self.name
+
+    @property
+    def eval_path(self) -> Path:
+        return self.out / "eval" / f"{self.name}.json"
+
+    def trained(self) -> bool:
+        return (self.run_dir / "model").is_dir()
+
+    def evaluated(self) -> bool:
+        return self.eval_path.is_file()
+
+    def train(self, bar: Progress) -> None:
+        _train(self.method, self.seed, self.train_config, self.base_dir, self.world_dir, self.prefs, self.run_dir, bar)
+
+    def evaluate(self, bar: Progress) -> None:
+        _evaluate(self.run_dir / "model", self.world_dir, self.eval_path, self.eval_images, self.name, bar)
+
+
+def _run_in_parallel(runs: list[MethodRun], jobs: int, timings: _Timings, bar: Progress,
+                     stage: Callable[[str, bool], None]) -> None:
+    """``jobs`` method runs at a time in spawned processes; their progress comes back through a queue."""
+    import multiprocessing
+    import queue as queues
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    todo = []
+    for r in runs:
+        if r.trained() and r.evaluated():
+            stage(f"train {r.name}", True)
+            stage(f"eval {r.name}", True)
+        else:
+            todo.append(r)
+    if not todo:
+        return
+    # What the children report: ("bar", label, done, total) or ("stage", name, reused).
+    relay = {"bar": bar, "stage": stage}
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools mid-use
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with context.Manager() as manager, ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context) as pool:
+        messages = manager.Queue()
+        pending = set()
+        for r in todo:
+            pending.add(pool.submit(_method_run_child, r, threads, messages))
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            while True:
+                try:
+                    kind, *args = messages.get_nowait()
+                except queues.Empty:
+                    break
+                relay[kind](*args)
+            for future in finished:
+                for name, seconds in future.result().items():  # re-raises the child's error
+                    timings.record(name, seconds)
+
+
+def _method_run_child(run: MethodRun, threads: int, messages) -> dict[str, float]:
+    """In a worker process: train and evaluate ``run`` (what is not done yet); returns seconds per stage."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def bar(label: str, done: int, total: int) -> None:
+        messages.put(("bar", label, done, total))
+
+    seconds = {}
+    for name, done, work in ((f"train {run.name}", run.trained(), run.train),
+                             (f"eval {run.name}", run.evaluated(), run.evaluate)):
+        messages.put(("stage", name, done))
+        if not done:
+            started = time.perf_counter()
+            work(bar)
+            seconds[name] = round(time.perf_counter() - started, 1)
+    return seconds
 
 
 def _train_config(method: str, config: DemoConfig):
@@ -227,11 +337,11 @@ def _inject(world_dir: Path, prefs: Path, bar: Progress) -> None:
     run_inject(world_dir, prefs, config, on_progress=lambda done, total: bar("data", done, total))
 
 
-def _evaluate(model: Path, world_dir: Path, out: Path, config: DemoConfig, name: str, bar: Progress) -> None:
+def _evaluate(model: Path, world_dir: Path, out: Path, eval_images: int, name: str, bar: Progress) -> None:
     from vlalign.eval.run import EvalConfig, evaluate
 
     # POPE by Yes/No next-token scores: one forward pass per question keeps the demo fast.
-    eval_config = EvalConfig(num_images=config.eval_images, pope_mode="logits")
+    eval_config = EvalConfig(num_images=eval_images, pope_mode="logits")
     result = evaluate(model, world_dir, "all", eval_config, lambda part, done, total: bar(f"eval {name} {part}", done, total))
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result, indent=1)
