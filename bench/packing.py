@@ -15,12 +15,10 @@ of one step at the first budget. Settings and the model come from ``bench/train_
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import torch
-from train_step import load_model, optimizer_step, train_config
+from train_step import load_model, optimizer_step, reset_high_water, timed_steps, train_config
 
 from vlalign import logps
 
@@ -75,7 +73,7 @@ def main() -> None:
     lengths = batch.attention_mask.sum(1)
     print(f"{args.batch_size} pairs, rows of {int(lengths.min())}-{int(lengths.max())} tokens, "
           f"{int(lengths.sum())} tokens in all; device {args.device}, {args.precision}")
-    print("\n| packing | median s/step | peak memory MiB |\n|---|---:|---:|")
+    print(f"\n| packing | median s/step | peak {'GPU memory' if cuda else 'RSS'} MiB |\n|---|---:|---:|")
     key = "cpu" if args.device == "cpu" else "default"
     for budget in [*args.budgets.split(","), "padded"]:
         padded = budget == "padded"
@@ -83,21 +81,14 @@ def main() -> None:
         original = logps._uses_checkpointing
         if padded:  # the padded path, as under gradient checkpointing
             logps._uses_checkpointing = lambda base: True
-        step()  # warm-up at this packing
-        if cuda:
-            torch.cuda.synchronize()
+        if cuda:  # each budget's own peak
             torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(args.steps):
-            started = time.perf_counter()
-            step()
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - started)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+        else:
+            reset_high_water()
+        timed = timed_steps(step, 1, args.steps, args.device)
         logps._uses_checkpointing = original
         name = "padded rows" if padded else f"groups of <= {budget} tokens"
-        print(f"| {name} | {statistics.median(times):.4f} | {peak:.0f} |", flush=True)
+        print(f"| {name} | {timed['median_s']:.4f} | {timed['peak_mib']:.0f} |", flush=True)
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile

@@ -189,8 +189,7 @@ def run_demo(out: str | Path, config: DemoConfig, progress: Progress | None = No
             for seed in config.seeds for method in config.methods]
     if config.jobs == 1:
         for r in runs:
-            step(f"train {r.name}", r.trained(), lambda: r.train(bar))
-            step(f"eval {r.name}", r.evaluated(), lambda: r.evaluate(bar))
+            r.run(bar, stage, timings.record)
     else:
         _run_in_parallel(runs, config.jobs, timings, bar, stage)
     if "tpo" in config.methods:
@@ -235,6 +234,16 @@ class MethodRun:
 
     def evaluate(self, bar: Progress) -> None:
         _evaluate(self.run_dir / "model", self.world_dir, self.eval_path, self.eval_images, self.name, bar)
+
+    def run(self, bar: Progress, stage: Callable[[str, bool], None], record: Callable[[str, float], None]) -> None:
+        """Train, then evaluate, each unless done; ``record(stage, seconds)`` after each that ran."""
+        for name, done, work in ((f"train {self.name}", self.trained(), self.train),
+                                 (f"eval {self.name}", self.evaluated(), self.evaluate)):
+            stage(name, done)
+            if not done:
+                started = time.perf_counter()
+                work(bar)
+                record(name, round(time.perf_counter() - started, 1))
 
 
 def _run_in_parallel(runs: list[MethodRun], jobs: int, timings: _Timings, bar: Progress,
@@ -281,17 +290,9 @@ def _method_run_child(run: MethodRun, threads: int, messages) -> dict[str, float
 
     torch.set_num_threads(threads)
 
-    def bar(label: str, done: int, total: int) -> None:
-        messages.put(("bar", label, done, total))
-
-    seconds = {}
-    for name, done, work in ((f"train {run.name}", run.trained(), run.train),
-                             (f"eval {run.name}", run.evaluated(), run.evaluate)):
-        messages.put(("stage", name, done))
-        if not done:
-            started = time.perf_counter()
-            work(bar)
-            seconds[name] = round(time.perf_counter() - started, 1)
+    seconds: dict[str, float] = {}
+    run.run(lambda label, done, total: messages.put(("bar", label, done, total)),
+            lambda name, reused: messages.put(("stage", name, reused)), seconds.__setitem__)
     return seconds
 
 
