@@ -117,7 +117,7 @@ def test_demo_trains_every_method_reports_then_reuses(tmp_path):
     stages = {"world", "pretrain", "data", "eval base", "inspect"} | {
         f"{what} {m}-seed0" for what in ("train", "eval") for m in ("dpo", "povid", "tpo", "fisao")}
     assert set(summary["timings"]) == stages and summary["complete"]
-    assert summary["settings"]["train"]["fisao"]["fisao"]["samples"] == 2
+    assert summary["settings"]["train"]["fisao"]["fisao"]["samples"] == 2 and summary["settings"]["preset"] == "standard"
     assert summary["settings"]["train"]["dpo"]["max_steps"] == 2 and summary["settings"]["eval_images"] == 4
     for name in ("base", "dpo-seed0", "fisao-seed0"):
         saved = json.loads((run / "eval" / f"{name}.json").read_text())

@@ -4,28 +4,47 @@ from __future__ import annotations
 
 import pytest
 
-from vlalign.demo import QUICK, DemoConfig, recipe_path
+from vlalign.demo import PRESETS, DemoConfig, MethodRun, recipe_path
 from vlalign.errors import UserError
 
 
+QUICK = PRESETS["quick"]
+
+
 def test_quick_preset_then_the_users_overrides_last_wins():
-    config = DemoConfig.preset(True, world=["num_train=100"], train={"dpo": ["lr=1e-5"], "fisao": ["fisao.rounds=2"]},
+    config = DemoConfig.from_preset("quick", world=["num_train=100"], train={"dpo": ["lr=1e-5"], "fisao": ["fisao.rounds=2"]},
                                seeds=[0, 1])
     assert config.world == [*QUICK["world"], "num_train=100"]  # later keys override earlier ones
     assert config.train["dpo"] == ["max_steps=200", "lr=1e-5"]
     assert config.train["fisao"][-1] == "fisao.rounds=2" and config.train["tpo"] == ["max_steps=200"]
-    assert config.eval_images == QUICK["eval_images"] and config.seeds == [0, 1] and config.quick
+    assert config.eval_images == QUICK["eval_images"] and config.seeds == [0, 1] and config.preset == "quick"
 
 
 def test_full_preset_is_the_recipes_unchanged():
-    config = DemoConfig.preset(False)
+    config = DemoConfig.from_preset("full")
     assert config.world == [] and config.pretrain == [] and config.train == {} and config.eval_images == 500
     assert config.methods == ["dpo", "povid", "tpo", "fisao"] and config.seeds == [0]
 
 
+def test_the_default_is_the_standard_preset_on_the_default_world():
+    config = DemoConfig.from_preset()
+    assert config.preset == "standard" and config.world == [] and config.eval_images == 500
+    assert config.pretrain == PRESETS["standard"]["pretrain"] and set(config.train) == {"dpo", "povid", "tpo", "fisao"}
+
+
+def test_parallel_runs_start_longest_first(tmp_path):
+    from vlalign.demo import _train_config
+
+    config = DemoConfig.from_preset("full")
+    runs = {m: MethodRun(m, 0, _train_config(m, config), tmp_path, tmp_path, tmp_path, tmp_path, 10)
+            for m in config.methods}
+    # The world recipes: POVID 1800 steps, DPO 1200, TPO 600 at twice the step cost, FiSAO 40 rounds.
+    assert sorted(runs, key=lambda m: -runs[m].expected_seconds()) == ["povid", "dpo", "tpo", "fisao"]
+
+
 def test_quick_preset_does_not_leak_into_the_next():
-    first = DemoConfig.preset(True, world=["num_train=100"])
-    assert DemoConfig.preset(True).world == QUICK["world"] and first.world[-1] == "num_train=100"
+    first = DemoConfig.from_preset("quick", world=["num_train=100"])
+    assert DemoConfig.from_preset("quick").world == QUICK["world"] and first.world[-1] == "num_train=100"
 
 
 @pytest.mark.parametrize("method", ["dpo", "povid", "tpo", "fisao"])
@@ -42,4 +61,9 @@ def test_every_method_has_a_world_recipe(method):
 ])
 def test_bad_settings_are_user_errors(fields, message):
     with pytest.raises(UserError, match=message):
-        DemoConfig.preset(False, **fields).validate()
+        DemoConfig.from_preset("full", **fields).validate()
+
+
+def test_an_unknown_preset_is_a_user_error():
+    with pytest.raises(UserError, match="unknown preset 'huge'"):
+        DemoConfig.from_preset("huge")

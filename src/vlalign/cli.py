@@ -180,7 +180,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for m in ([method] if sep else DEMO_METHODS):
             train_sets.setdefault(m, []).append(setting if sep else item)
     extra = {"eval_images": args.eval_images} if args.eval_images else {}
-    config = DemoConfig.preset(args.quick, methods=args.methods.split(","), seeds=list(range(args.seeds)),
+    preset = "quick" if args.quick else "full" if args.full else "standard"
+    config = DemoConfig.from_preset(preset, methods=args.methods.split(","), seeds=list(range(args.seeds)),
                                world=args.world_set, pretrain=args.pretrain_set, train=train_sets,
                                workers=args.workers, jobs=args.jobs, **extra)
     _quiet_transformers()
@@ -210,8 +211,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for label in list(bars):
         bars.pop(label).close()
     report = write_report(args.out)
-    what = "quick demo" if config.quick else "demo"
-    print(f"\n{what}: {len(config.seeds)} seed(s), test split, {config.eval_images} images "
+    print(f"\n{config.preset} demo: {len(config.seeds)} seed(s), test split, {config.eval_images} images "
           f"(CHAIR: greedy 'Describe this image.'; POPE: Yes/No next-token scores)\n")
     print(markdown_table(summarize(load_run(args.out))))
     print(f"\nreport: {report}\nrun directory: {args.out} ({summary['wall_seconds'] / 60:.1f} min of wall clock, "
@@ -563,7 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="world, base model, every method, CHAIR and POPE, a report; reuses what exists")
     demo.add_argument("--out", default=str(DEFAULT_RUN), help="run directory (default: runs/demo)")
-    demo.add_argument("--quick", action="store_true", help="a smaller world and shorter runs (stated in the report)")
+    size = demo.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a smaller world and shorter runs: under 10 minutes on "
+                      "2 cores (stated in the report); the default is under 30")
+    size.add_argument("--full", action="store_true", help="the world recipes unchanged, as bench/effect.py "
+                      "runs them (about 75 minutes on 2 cores)")
     demo.add_argument("--methods", default="dpo,povid,tpo,fisao", help="comma-separated subset of dpo,povid,tpo,fisao")
     demo.add_argument("--seeds", type=int, default=1, help="train each method this many times (seeds 0..N-1)")
     demo.add_argument("--eval-images", type=int, default=0, help="test images for CHAIR and POPE (default 500; "

@@ -39,13 +39,30 @@ Progress = Callable[[str, int, int], None]
 DEMO_METHODS = ("dpo", "povid", "tpo", "fisao")
 PAIR_METHODS = ("dpo", "povid", "tpo")
 
-# --quick: a smaller world and shorter runs. Stated in demo.json and in the report.
-QUICK = {
-    "world": ["num_train=3000", "num_val=200", "num_test=200"],
-    "pretrain": ["clip_steps=800", "llava_epochs=4"],
-    "train": {"dpo": ["max_steps=200"], "povid": ["max_steps=200"], "tpo": ["max_steps=200"],
-              "fisao": ["fisao.rounds=12", "fisao.calibration_images=60"]},
-    "eval_images": 200,
+# The demo's sizes. "standard" (the default) keeps the default world and shortens pretraining
+# and the method runs so that the whole demo fits in 30 minutes on 2 CPU cores; "quick" is a
+# smaller world for a first look in under 10; "full" is the world recipes unchanged, as
+# bench/effect.py runs them (about 75 minutes). The preset and its overrides go into
+# demo.json and the report.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "note": "a smaller world, a shorter pretraining and short method runs",
+        "world": ["num_train=3000", "num_val=200", "num_test=200"],
+        "pretrain": ["clip_steps=800", "llava_epochs=4"],
+        "train": {"dpo": ["max_steps=200"], "povid": ["max_steps=200"], "tpo": ["max_steps=200"],
+                  "fisao": ["fisao.rounds=12", "fisao.calibration_images=60"]},
+        "eval_images": 200,
+    },
+    "standard": {
+        "note": "the default world, a shorter pretraining and shorter method runs than the recipes",
+        "world": [],
+        "pretrain": ["clip_steps=1600", "llava_epochs=2.5"],
+        "train": {"dpo": ["max_steps=400"], "povid": ["max_steps=300"], "tpo": ["max_steps=160"],
+                  "fisao": ["fisao.rounds=16"]},
+        "eval_images": 500,
+    },
+    "full": {"note": "the default world and the world recipes unchanged", "world": [], "pretrain": [], "train": {},
+             "eval_images": 500},
 }
 
 
@@ -55,7 +72,7 @@ class DemoConfig:
 
     methods: list[str] = field(default_factory=lambda: list(DEMO_METHODS))
     seeds: list[int] = field(default_factory=lambda: [0])
-    quick: bool = False
+    preset: str = "standard"  # a key of PRESETS
     eval_images: int = 500  # test images for CHAIR and POPE
     world: list[str] = field(default_factory=list)  # WorldConfig overrides
     pretrain: list[str] = field(default_factory=list)  # PretrainConfig overrides
@@ -65,13 +82,13 @@ class DemoConfig:
     jobs: int = 1  # method runs (train, then eval) at a time, each in its own process
 
     @classmethod
-    def preset(cls, quick: bool, **kwargs: Any) -> DemoConfig:
-        """The full or the quick demo, with ``kwargs`` fields and overrides added after the preset's."""
-        config = cls(quick=quick)
-        if quick:
-            config.world, config.pretrain = list(QUICK["world"]), list(QUICK["pretrain"])
-            config.train = {m: list(v) for m, v in QUICK["train"].items()}
-            config.eval_images = QUICK["eval_images"]
+    def from_preset(cls, preset: str = "standard", **kwargs: Any) -> DemoConfig:
+        """A preset of :data:`PRESETS`, with ``kwargs`` fields and overrides added after the preset's."""
+        if preset not in PRESETS:
+            raise UserError(f"demo: unknown preset {preset!r}; one of {', '.join(PRESETS)}")
+        sizes = PRESETS[preset]
+        config = cls(preset=preset, world=list(sizes["world"]), pretrain=list(sizes["pretrain"]),
+                     train={m: list(v) for m, v in sizes["train"].items()}, eval_images=sizes["eval_images"])
         for name in ("world", "pretrain"):
             getattr(config, name).extend(kwargs.pop(name, []))
         for method, sets in kwargs.pop("train", {}).items():
@@ -163,7 +180,7 @@ def run_demo(out: str | Path, config: DemoConfig, progress: Progress | None = No
     pretrain_config = load_config(PretrainConfig, None, config.pretrain)
     train_configs = {m: _train_config(m, config) for m in config.methods}
     timings = _Timings(out / "demo.json", {
-        "settings": {"quick": config.quick, "methods": config.methods, "seeds": config.seeds,
+        "settings": {"preset": config.preset, "preset_note": PRESETS[config.preset]["note"], "methods": config.methods, "seeds": config.seeds,
                      "eval_images": config.eval_images, "world": config_to_dict(world_config),
                      "pretrain": config_to_dict(pretrain_config),
                      "train": {m: config_to_dict(c) for m, c in train_configs.items()},
@@ -198,6 +215,12 @@ def run_demo(out: str | Path, config: DemoConfig, progress: Progress | None = No
     return timings.save(complete=True)
 
 
+# Rough one-thread seconds of a step of each method on the world (TPO's has twice DPO's passes),
+# and of a FiSAO round (sampling dominates): only to start the longest runs first.
+STEP_SECONDS = {"dpo": 0.8, "povid": 1.0, "tpo": 1.6}
+FISAO_ROUND_SECONDS = 12.0
+
+
 @dataclass
 class MethodRun:
     """One method and seed of the demo: train from the base model, then evaluate."""
@@ -222,6 +245,12 @@ class MethodRun:
     @property
     def eval_path(self) -> Path:
         return self.out / "eval" / f"{self.name}.json"
+
+    def expected_seconds(self) -> float:
+        """A rough estimate of the training time, to order parallel runs (0 when max_steps is unset)."""
+        if self.method == "fisao":
+            return FISAO_ROUND_SECONDS * self.train_config.fisao.rounds
+        return STEP_SECONDS[self.method] * self.train_config.max_steps
 
     def trained(self) -> bool:
         return (self.run_dir / "model").is_dir()
@@ -254,7 +283,8 @@ def _run_in_parallel(runs: list[MethodRun], jobs: int, timings: _Timings, bar: P
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     todo = []
-    for r in runs:
+    # Longest first: the runs that start last are then the short ones, and the workers finish together.
+    for r in sorted(runs, key=lambda r: -r.expected_seconds()):
         if r.trained() and r.evaluated():
             stage(f"train {r.name}", True)
             stage(f"eval {r.name}", True)

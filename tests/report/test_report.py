@@ -108,7 +108,7 @@ def build_run(root):
         {"id": "rec-2", "image": "y.png", "prompt": "Describe.", "chosen": _scored("A cup."),
          "rejected": _scored("A dog.")}])
     (root / "demo.json").write_text(json.dumps({
-        "settings": {"quick": True, "methods": ["fisao", "dpo", "tpo"], "seeds": [0, 1],
+        "settings": {"preset": "quick", "preset_note": "a smaller world", "methods": ["fisao", "dpo", "tpo"], "seeds": [0, 1],
                      "world": {"seed": 7, "image_size": 32}, "comment": SCRIPT},
         "timings": {"world": 1.5, "pretrain": 10.25}, "machine": {"cpus": 2, "python": "3.11.7"}}))
     return root
@@ -177,7 +177,7 @@ def test_page_renders_in_a_browser_as_text_never_markup(page, dump_dom):
     assert dom.count('class="example"') == 3  # image 4: the base did not hallucinate
     assert dom.count('<div class="record">') == 2 and "evaluated seeds 0 of the planned 0, 1" in dom
     assert dom.count('class="mention"') == 4  # two rounds, two prompts each with one mention
-    assert "quick demo" in dom and "world.image_size" in dom and "seed 0: 0; seed 1: 1" in dom
+    assert "<b>quick demo</b>: a smaller world" in dom and "world.image_size" in dom and "seed 0: 0; seed 1: 1" in dom
 
 
 def test_missing_optional_parts_give_notes_not_errors(run_dir, tmp_path):

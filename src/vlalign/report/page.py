@@ -273,15 +273,16 @@ def page_html(run: Run, summary: list[Row], examples: int = 6) -> str:
                           + _img(png, f"training curves of {method}", f"{method}: no metrics.jsonl rows"))
     notes = "".join(f"<li>{_esc(n)}</li>" for n in run.notes)
     settings = (run.demo or {}).get("settings")
-    quick = (" &middot; <b>quick demo</b>: a smaller world and shorter runs"
-             if isinstance(settings, dict) and settings.get("quick") is True else "")
+    preset = ""
+    if isinstance(settings, dict) and isinstance(settings.get("preset"), str):
+        preset = f" &middot; <b>{_esc(settings['preset'])} demo</b>: {_esc(settings.get('preset_note', ''))}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <title>vlalign report</title><style>{_STYLE}</style></head>
 <body>
 <h1>vlalign report</h1>
-<p class="muted">run directory: {_esc(run.root)}{quick}</p>
+<p class="muted">run directory: {_esc(run.root)}{preset}</p>
 {f'<ul class="notes">{notes}</ul>' if notes else ""}
 <h2>Comparison</h2>
 <p>Mean ± sample standard deviation over seeds (no ± with one seed). CHAIR_s, CHAIR_i, Recall, POPE F1 in %,
