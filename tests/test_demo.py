@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from vlalign.demo import PRESETS, DemoConfig, MethodRun, recipe_path
@@ -15,8 +17,8 @@ def test_quick_preset_then_the_users_overrides_last_wins():
     config = DemoConfig.from_preset("quick", world=["num_train=100"], train={"dpo": ["lr=1e-5"], "fisao": ["fisao.rounds=2"]},
                                seeds=[0, 1])
     assert config.world == [*QUICK["world"], "num_train=100"]  # later keys override earlier ones
-    assert config.train["dpo"] == ["max_steps=200", "lr=1e-5"]
-    assert config.train["fisao"][-1] == "fisao.rounds=2" and config.train["tpo"] == ["max_steps=200"]
+    assert config.train["dpo"] == [*QUICK["train"]["dpo"], "lr=1e-5"]
+    assert config.train["fisao"][-1] == "fisao.rounds=2" and config.train["tpo"] == QUICK["train"]["tpo"]
     assert config.eval_images == QUICK["eval_images"] and config.seeds == [0, 1] and config.preset == "quick"
 
 
@@ -67,3 +69,20 @@ def test_bad_settings_are_user_errors(fields, message):
 def test_an_unknown_preset_is_a_user_error():
     with pytest.raises(UserError, match="unknown preset 'huge'"):
         DemoConfig.from_preset("huge")
+
+
+def test_a_run_directory_is_continued_only_with_its_settings(tmp_path):
+    from vlalign.demo import check_reusable
+
+    settings = {"preset": "standard", "world": {"seed": 0, "small_size": (0.2, 0.3)}, "pretrain": {"clip_steps": 5},
+                "eval_images": 500, "train": {"dpo": {"max_steps": 4}}, "seeds": [0]}
+    path = tmp_path / "demo.json"
+    check_reusable(path, settings)  # nothing there yet
+    path.write_text(json.dumps({"settings": settings}))
+    # More seeds and another method only add runs.
+    check_reusable(path, {**settings, "seeds": [0, 1, 2], "train": {"dpo": {"max_steps": 4}, "tpo": {"max_steps": 9}}})
+    with pytest.raises(UserError, match=r"other settings \(pretrain, train.dpo: preset 'standard' then, 'full' now\)"):
+        check_reusable(path, {**settings, "preset": "full", "pretrain": {"clip_steps": 6},
+                              "train": {"dpo": {"max_steps": 8}}})
+    with pytest.raises(UserError, match=r"\(eval_images:"):
+        check_reusable(path, {**settings, "eval_images": 200})

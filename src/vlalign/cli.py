@@ -567,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--quick", action="store_true", help="a smaller world and shorter runs: under 10 minutes on "
                       "2 cores (stated in the report); the default is under 30")
     size.add_argument("--full", action="store_true", help="the world recipes unchanged, as bench/effect.py "
-                      "runs them (about 75 minutes on 2 cores)")
+                      "runs them (over an hour on 2 cores)")
     demo.add_argument("--methods", default="dpo,povid,tpo,fisao", help="comma-separated subset of dpo,povid,tpo,fisao")
     demo.add_argument("--seeds", type=int, default=1, help="train each method this many times (seeds 0..N-1)")
     demo.add_argument("--eval-images", type=int, default=0, help="test images for CHAIR and POPE (default 500; "
