@@ -77,10 +77,11 @@ def test_a_run_directory_is_continued_only_with_its_settings(tmp_path):
     settings = {"preset": "standard", "world": {"seed": 0, "small_size": (0.2, 0.3)}, "pretrain": {"clip_steps": 5},
                 "eval_images": 500, "train": {"dpo": {"max_steps": 4}}, "seeds": [0]}
     path = tmp_path / "demo.json"
-    check_reusable(path, settings)  # nothing there yet
+    assert check_reusable(path, settings) == {}  # nothing there yet
     path.write_text(json.dumps({"settings": settings}))
-    # More seeds and another method only add runs.
-    check_reusable(path, {**settings, "seeds": [0, 1, 2], "train": {"dpo": {"max_steps": 4}, "tpo": {"max_steps": 9}}})
+    # More seeds and another method only add runs; the earlier method configs come back.
+    more = {**settings, "seeds": [0, 1, 2], "train": {"dpo": {"max_steps": 4}, "tpo": {"max_steps": 9}}}
+    assert check_reusable(path, more) == {"dpo": {"max_steps": 4}}
     with pytest.raises(UserError, match=r"other settings \(pretrain, train.dpo: preset 'standard' then, 'full' now\)"):
         check_reusable(path, {**settings, "preset": "full", "pretrain": {"clip_steps": 6},
                               "train": {"dpo": {"max_steps": 8}}})

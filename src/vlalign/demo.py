@@ -194,7 +194,9 @@ def run_demo(out: str | Path, config: DemoConfig, progress: Progress | None = No
                 "pretrain": config_to_dict(pretrain_config),
                 "train": {m: config_to_dict(c) for m, c in train_configs.items()},
                 "overrides": {"world": config.world, "pretrain": config.pretrain, "train": config.train}}
-    check_reusable(out / "demo.json", settings)
+    earlier_train = check_reusable(out / "demo.json", settings)
+    # Keep the configs of methods this run leaves out, so a later run still checks against them.
+    settings["train"] = {**{m: c for m, c in earlier_train.items() if m not in settings["train"]}, **settings["train"]}
     timings = _Timings(out / "demo.json", {"settings": settings, "machine": _machine()})
     bar = progress or (lambda label, done, total: None)
     stage = on_stage or (lambda name, reused: None)
@@ -230,17 +232,17 @@ STEP_SECONDS = {"dpo": 0.8, "povid": 1.0, "tpo": 1.6}
 FISAO_ROUND_SECONDS = 12.0
 
 
-def check_reusable(path: Path, settings: dict[str, Any]) -> None:
+def check_reusable(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """Refuse to continue a run directory whose finished stages were made with other settings.
 
     Stages are reused by their outputs alone, so a rerun with another world, pretraining,
     number of test images or method config would silently mix results. Other seeds and
-    methods only add runs, so they are allowed.
+    methods only add runs, so they are allowed. Returns the method configs ``demo.json`` held.
     """
     try:
         before = json.loads(path.read_text())["settings"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return  # a fresh directory (or an unreadable demo.json: nothing to compare against)
+        return {}  # a fresh directory (or an unreadable demo.json: nothing to compare against)
     now = json.loads(json.dumps(settings))  # tuples as lists, as demo.json holds them
     changed = [k for k in ("world", "pretrain", "eval_images") if before.get(k) != now[k]]
     earlier_train = before.get("train") if isinstance(before.get("train"), dict) else {}
@@ -249,6 +251,7 @@ def check_reusable(path: Path, settings: dict[str, Any]) -> None:
         raise UserError(f"{path}: this run directory was made with other settings ({', '.join(changed)}: "
                         f"preset {before.get('preset', '?')!r} then, {now['preset']!r} now); rerun with the same "
                         "preset and overrides, or use another --out")
+    return earlier_train
 
 
 @dataclass
