@@ -64,11 +64,19 @@ class FakeServer:
                 with server.lock:
                     server.inflight += 1
                     server.max_inflight = max(server.max_inflight, server.inflight)
+                self.counted = True
                 try:
                     self._handle()
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout tests)
                 finally:
+                    self._leave()
+
+            def _leave(self):
+                # Before the reply goes out: once the client has it, it may send its next request
+                # before this thread would get back to a ``finally``.
+                if self.counted:
+                    self.counted = False
                     with server.lock:
                         server.inflight -= 1
 
@@ -102,6 +110,7 @@ class FakeServer:
 
             def _send(self, code, obj, headers=None):
                 data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+                self._leave()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
