@@ -308,6 +308,12 @@ class MethodRun:
                 record(name, round(time.perf_counter() - started, 1))
 
 
+def longest_first(runs: list[MethodRun]) -> list[MethodRun]:
+    """``runs`` by expected training time, longest first (stable): the runs that start last are
+    then the short ones, and the workers finish close together."""
+    return sorted(runs, key=lambda r: -r.expected_seconds())
+
+
 def _run_in_parallel(runs: list[MethodRun], jobs: int, timings: _Timings, bar: Progress,
                      stage: Callable[[str, bool], None]) -> None:
     """``jobs`` method runs at a time in spawned processes; their progress comes back through a queue."""
@@ -316,8 +322,7 @@ def _run_in_parallel(runs: list[MethodRun], jobs: int, timings: _Timings, bar: P
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     todo = []
-    # Longest first: the runs that start last are then the short ones, and the workers finish together.
-    for r in sorted(runs, key=lambda r: -r.expected_seconds()):
+    for r in longest_first(runs):
         if r.trained() and r.evaluated():
             stage(f"train {r.name}", True)
             stage(f"eval {r.name}", True)
