@@ -3,7 +3,7 @@ from html.parser import HTMLParser
 import pytest
 from PIL import Image
 
-from vlalign.inspect.page import histogram_png, page_html, shade, tokens_png
+from vlalign.inspect.page import histogram_png, page_html, shade, thumbnail_html, tokens_png
 from vlalign.inspect.rewards import ScoredAnswer, ScoredRecord, Word, summarize
 
 ATTACK = "<script>document.body.setAttribute('data-pwned', 'script')</script>"
@@ -63,7 +63,8 @@ def test_page_renders_in_a_browser_and_no_script_from_the_data_runs(page, dump_d
     dom = dump_dom(page)
     assert 'data-pwned="' not in dom  # the attribute was never set: it appears only as text
     assert "&lt;script&gt;document.body.setAttribute('data-pwned', 'script')&lt;/script&gt;" in dom
-    assert dom.count('class="record"') == 2 and "image not readable" in dom
+    assert dom.count('class="record"') == 2 and "image missing: missing.png" in dom
+    assert 'class="thumb"' in dom and 'width="160" height="160"' in dom  # the 32-pixel image, enlarged 5x
     assert "<table>" in dom and "mean s" in dom
 
 
@@ -75,3 +76,15 @@ def test_tokens_png_draws_every_record(tmp_path):
     with Image.open(png) as img:
         assert img.width == 400 and img.height > 3 * 3 * 20  # three lines a record, the long one wrapped
         assert shade(-2.0, 2.0) in {c for _, c in img.getcolors(1 << 16)}  # a full-strength token
+
+
+def test_thumbnail_enlarges_small_images_and_names_a_file_it_cannot_show(tmp_path):
+    Image.new("RGB", (96, 64), "blue").save(tmp_path / "wide.png")
+    shown = thumbnail_html(tmp_path / "wide.png", 200, 'a "quoted" <alt>')
+    assert 'width="192" height="128"' in shown  # 96 x 64 fits 200 twice, by a whole factor
+    assert 'alt="a &quot;quoted&quot; &lt;alt&gt;"' in shown
+    Image.new("RGB", (400, 200), "blue").save(tmp_path / "big.png")
+    assert 'width="100" height="50"' in thumbnail_html(tmp_path / "big.png", 100, "big")  # shrunk, not enlarged
+    (tmp_path / "bad<1>.png").write_bytes(b"not a png")
+    assert thumbnail_html(tmp_path / "bad<1>.png", 100, "x") == '<div class="missing">image not readable: bad&lt;1&gt;.png</div>'
+    assert thumbnail_html(tmp_path / "gone.png", 100, "x") == '<div class="missing">image missing: gone.png</div>'

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -124,14 +126,25 @@ def answer_html(answer: ScoredAnswer, scale: float) -> str:
     return "".join(spans)
 
 
-def _thumbnail(path: str, size: int = 160) -> str:
+def thumbnail_html(path: str | os.PathLike[str], size: int, alt: str) -> str:
+    """An inline ``<img class="thumb">`` of the image at ``path``, fitted into ``size`` pixels.
+
+    Images smaller than ``size`` (the world's are 96 pixels) are shown enlarged by a whole
+    factor, drawn with sharp pixels by the ``.thumb`` CSS, so their objects stay recognisable.
+    A missing or unreadable file gives a note naming it instead.
+    """
+    name = html.escape(Path(path).name)
+    if not Path(path).is_file():
+        return f'<div class="missing">image missing: {name}</div>'
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
-            img.thumbnail((size, size))
-            return f'<img src="{data_uri(png_bytes(img))}" alt="image" width="{img.width}" height="{img.height}">'
     except OSError:
-        return '<span class="missing">image not readable</span>'
+        return f'<div class="missing">image not readable: {name}</div>'
+    img.thumbnail((size, size))
+    scale = max(1, size // max(img.size))
+    return (f'<img class="thumb" src="{data_uri(png_bytes(img))}" alt="{html.escape(alt, quote=True)}" '
+            f'width="{img.width * scale}" height="{img.height * scale}">')
 
 
 _STYLE = """
@@ -145,6 +158,8 @@ th:first-child, td:first-child { text-align: left; }
 .answer b { display: inline-block; width: 6em; font-family: system-ui, sans-serif; }
 .edit { text-decoration: underline; text-decoration-thickness: 2px; }
 .muted { color: #666; font-size: 0.9em; }
+.thumb { image-rendering: pixelated; }
+.missing { width: 160px; color: #8a5a00; background: #fff6e0; padding: 0.3em 0.6em; font-size: 0.85em; }
 """
 
 
@@ -159,7 +174,7 @@ def page_html(records: list[ScoredRecord], summary: dict[str, dict[str, float]],
     body = []
     for rec in records:
         body.append(
-            f'<div class="record" id="{html.escape(rec.id, quote=True)}">{_thumbnail(rec.image)}<div class="answers">'
+            f'<div class="record" id="{html.escape(rec.id, quote=True)}">{thumbnail_html(rec.image, 160, f"image of {rec.id}")}<div class="answers">'
             f'<div class="muted">{html.escape(rec.id)} &middot; {html.escape(rec.prompt)}</div>'
             f'<div class="answer"><b>chosen</b>{answer_html(rec.chosen, scale)}</div>'
             f'<div class="answer"><b>rejected</b>{answer_html(rec.rejected, scale)}</div></div></div>')

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import html
 import json
-from pathlib import Path
 from typing import Any
-
-from PIL import Image
 
 from vlalign.errors import UserError
 from vlalign.eval.run import open_data
-from vlalign.inspect.page import answer_html, data_uri, png_bytes, score_scale, shade
+from vlalign.inspect.page import answer_html, data_uri, score_scale, shade, thumbnail_html
 from vlalign.report import plots
 from vlalign.report.collect import Caption, Evaluation, Mention, Rollout, Run
 from vlalign.rewards.verifier import ObjectFinder, object_finder
@@ -81,21 +78,6 @@ def _object_spans(caption: Caption, finder: ObjectFinder | None) -> list[tuple[i
             for m in finder(caption.text) if m.category in named]
 
 
-def _thumbnail(path: Path, size: int = 128) -> str:
-    if not path.is_file():
-        return f'<div class="missing">image missing: {_esc(path.name)}</div>'
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-    except OSError:
-        return f'<div class="missing">image not readable: {_esc(path.name)}</div>'
-    img.thumbnail((size, size))
-    # Tiny world images are shown enlarged with sharp pixels (CSS), so objects stay recognisable.
-    scale = max(1, size // max(img.size))
-    return (f'<img class="thumb" src="{data_uri(png_bytes(img))}" alt="test image {_esc(path.name)}" '
-            f'width="{img.width * scale}" height="{img.height * scale}">')
-
-
 def _examples(run: Run, count: int) -> str:
     models: list[tuple[str, Evaluation]] = [("base", run.base)]
     models += [(f"{m} (seed {run.evals[m][0].seed})", run.evals[m][0]) for m in run.methods if run.evals[m]]
@@ -114,7 +96,7 @@ def _examples(run: Run, count: int) -> str:
         if data is None:
             picture = '<div class="missing">no world</div>'
         elif image_id in data.files:
-            picture = _thumbnail(data.image_dir / data.files[image_id])
+            picture = thumbnail_html(data.image_dir / data.files[image_id], 128, f"test image {image_id}")
         else:
             picture = f'<div class="missing">image {image_id} not in the world\'s test split</div>'
         truth = run.base.captions[image_id].ground_truth
