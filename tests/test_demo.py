@@ -40,9 +40,9 @@ def test_parallel_runs_start_longest_first(tmp_path):
     config = DemoConfig.from_preset("full")
     runs = [MethodRun(m, 0, _train_config(m, config), tmp_path, tmp_path, tmp_path, tmp_path, 10)
             for m in ("fisao", "tpo", "dpo", "povid")]
-    # The world recipes: POVID 1800 steps, then DPO 1200 and TPO 600 at twice the step cost (the
-    # same estimate, so the given order holds), then FiSAO's 40 rounds.
-    assert [r.method for r in longest_first(runs)] == ["povid", "tpo", "dpo", "fisao"]
+    # The world recipes: TPO 1200 steps at twice DPO's step cost, POVID 1800, DPO 1200, then
+    # FiSAO's 40 rounds.
+    assert [r.method for r in longest_first(runs)] == ["tpo", "povid", "dpo", "fisao"]
 
 
 def test_quick_preset_does_not_leak_into_the_next():
