@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from pathlib import Path
 
 from vlalign.eval.generate import answer_yes_no
 from vlalign.eval.run import open_data
@@ -32,7 +33,7 @@ def main() -> None:
     print("| model | hallucinated pairs | says yes | correct pairs | says yes |")
     print("|---|---:|---:|---:|---:|")
     for model_dir, eval_json in zip(args.pairs[::2], args.pairs[1::2]):
-        captions = json.load(open(eval_json))["chair"]["captions"]
+        captions = json.loads(Path(eval_json).read_text())["chair"]["captions"]
         images, questions, kinds = [], [], []
         for caption in captions:
             image = data.image(caption["image_id"])

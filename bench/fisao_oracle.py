@@ -29,11 +29,13 @@ from pathlib import Path
 from statistics import NormalDist
 
 import torch
+from effect import metrics  # bench/effect.py, on the path when this runs as a script
 
 import vlalign.train.fisao as fisao_module
 from vlalign.config import load_config
 from vlalign.eval.chair import ground_truth
 from vlalign.eval.run import EvalConfig, evaluate, open_data
+from vlalign.io import write_json
 from vlalign.models.verifier import Verifier
 from vlalign.rewards.verifier import Calibration
 from vlalign.train.config import TrainConfig
@@ -64,12 +66,9 @@ class OracleVerifier:
                 for im, cats in zip(images, categories)]
 
 
-def run(args, auc: float, seed: int, truth: dict[int, set[str]], file_ids: dict[str, int]) -> dict:
-    out = Path(args.out) / f"auc{auc:g}-seed{seed}"
-    result = out / "eval_test.json"
-    if result.is_file():
-        return json.loads(result.read_text())
-    oracle = OracleVerifier(truth, noise_for_auc(auc), seed)
+def use_oracles(file_ids: dict[str, int]) -> dict[str, OracleVerifier]:
+    """Make FiSAO tag each image it opens with its id, and load ``holder["oracle"]`` as its verifier."""
+    holder: dict[str, OracleVerifier] = {}
     opened = fisao_module._open
 
     def open_tagged(path):
@@ -78,21 +77,24 @@ def run(args, auc: float, seed: int, truth: dict[int, set[str]], file_ids: dict[
         return image
 
     fisao_module._open = open_tagged
-    Verifier.load = classmethod(lambda cls, *a, **k: oracle)
+    Verifier.load = classmethod(lambda cls, *args, **kwargs: holder["oracle"])
+    return holder
+
+
+def run(args, auc: float, seed: int, truth: dict[int, set[str]], holder: dict[str, OracleVerifier]) -> dict:
+    out = Path(args.out) / f"auc{auc:g}-seed{seed}"
+    result = out / "eval_test.json"
+    if result.is_file():
+        return json.loads(result.read_text())
+    holder["oracle"] = OracleVerifier(truth, noise_for_auc(auc), seed)
     calibration = Path(args.out) / f"auc{auc:g}-seed{seed}.calibration.json"
     Calibration(1.0, 0.0, 1, 1, auc, False).save(calibration)
     config = load_config(TrainConfig, "recipes/train/world_fisao.yaml", [f"seed={seed}", *args.set])
     train(Path(args.base) / "llava", args.world, out, config, resume=out.exists(),
           fisao=fisao_module.FisaoInputs(Path(args.base) / "clip", calibration))
     scores = evaluate(out / "model", args.world, "all", EvalConfig(num_images=args.eval_images, pope_mode="logits"))
-    result.write_text(json.dumps(scores) + "\n")
+    write_json(result, scores)
     return scores
-
-
-def row(result: dict) -> dict[str, float]:
-    chair = result["chair"]["metrics"]
-    return {"CHAIR_s": chair["chair_s"], "CHAIR_i": chair["chair_i"], "Recall": chair["recall"],
-            "F1 adv": result["pope"]["splits"]["adversarial"]["metrics"]["f1"]}
 
 
 def main() -> None:
@@ -111,13 +113,13 @@ def main() -> None:
     torch.set_num_threads(1)
     data = open_data(args.world, "train")
     truth = ground_truth(data.instances, data.captions, data.vocab)
-    file_ids = {name: image_id for image_id, name in data.files.items()}
+    holder = use_oracles({name: image_id for image_id, name in data.files.items()})
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.base_eval:
-        base = row(json.loads(Path(args.base_eval).read_text()))
+        base = metrics(json.loads(Path(args.base_eval).read_text()))
     else:
-        base = row(evaluate(Path(args.base) / "llava", args.world, "all",
-                            EvalConfig(num_images=args.eval_images, pope_mode="logits")))
+        base = metrics(evaluate(Path(args.base) / "llava", args.world, "all",
+                                EvalConfig(num_images=args.eval_images, pope_mode="logits")))
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"FiSAO with an oracle verifier ({' '.join(args.set)}); test split, {args.eval_images} images, "
           f"seeds {args.seeds}\n")
@@ -125,8 +127,8 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| base | {base['CHAIR_s']:.1f} | {base['CHAIR_i']:.1f} | {base['Recall']:.1f} | {base['F1 adv']:.1f} | | |")
     for auc in [float(a) for a in args.auc.split(",")]:
-        rows = [row(run(args, auc, seed, truth, file_ids)) for seed in seeds]
-        mean = {k: statistics.mean(r[k] for r in rows) for k in rows[0]}
+        rows = [metrics(run(args, auc, seed, truth, holder)) for seed in seeds]
+        mean = {k: statistics.mean(r[k] for r in rows) for k in ("CHAIR_s", "CHAIR_i", "Recall", "F1 adv")}
         print(f"| {auc:g} | {mean['CHAIR_s']:.1f} | {mean['CHAIR_i']:.1f} | {mean['Recall']:.1f} | "
               f"{mean['F1 adv']:.1f} | {100 * (mean['CHAIR_i'] / base['CHAIR_i'] - 1):+.1f}% | "
               f"{100 * mean['Recall'] / base['Recall']:.1f}% |", flush=True)

@@ -19,6 +19,7 @@ from vlalign.errors import UserError
 from vlalign.io import check_output_dir
 from vlalign.train.config import METHODS
 
+
 def _progress(desc: str, total: int, unit: str = "img"):
     from tqdm.auto import tqdm
 

@@ -133,8 +133,9 @@ def thumbnail_html(path: str | os.PathLike[str], size: int, alt: str) -> str:
     factor, drawn with sharp pixels by the ``.thumb`` CSS, so their objects stay recognisable.
     A missing or unreadable file gives a note naming it instead.
     """
-    name = html.escape(Path(path).name)
-    if not Path(path).is_file():
+    path = Path(path)
+    name = html.escape(path.name)
+    if not path.is_file():
         return f'<div class="missing">image missing: {name}</div>'
     try:
         with Image.open(path) as img:
@@ -173,8 +174,9 @@ def page_html(records: list[ScoredRecord], summary: dict[str, dict[str, float]],
                            for k, v in settings.items())
     body = []
     for rec in records:
+        picture = thumbnail_html(rec.image, 160, f"image of {rec.id}")
         body.append(
-            f'<div class="record" id="{html.escape(rec.id, quote=True)}">{thumbnail_html(rec.image, 160, f"image of {rec.id}")}<div class="answers">'
+            f'<div class="record" id="{html.escape(rec.id, quote=True)}">{picture}<div class="answers">'
             f'<div class="muted">{html.escape(rec.id)} &middot; {html.escape(rec.prompt)}</div>'
             f'<div class="answer"><b>chosen</b>{answer_html(rec.chosen, scale)}</div>'
             f'<div class="answer"><b>rejected</b>{answer_html(rec.rejected, scale)}</div></div></div>')
