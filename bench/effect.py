@@ -1,17 +1,18 @@
 """What alignment buys on the synthetic world: every method from the same base and data, several seeds.
 
     python bench/effect.py --world runs/world --base runs/base/llava --data runs/prefs/objects.jsonl \
-        [--verifier runs/base/clip] [--out runs/effect] [--methods dpo,povid,tpo,tpo-detached,fisao] \
+        [--verifier runs/base/clip] [--out runs/effect] [--methods dpo,povid,tpo,tpo-detached,fisao,fisao-dpo] \
         [--seeds 0,1,2] [--parallel 2]
 
 Each (method, seed) is `vlalign train --config recipes/train/world_{method}.yaml --set seed=S`
 then `vlalign eval all` on the test split, run as the user would run them, ``--parallel`` at a
 time with one torch thread each (two single-threaded runs use 2 cores better than one run with
 two threads). Finished runs are reused, so an interrupted bench continues. ``tpo-detached`` is
-the TPO recipe with ``detach_weights: true``. ``fisao`` uses no preference data: it samples
-answers about the world's train images and scores them with ``--verifier`` (its reward
-baselines come from the world's val split). The table gives each method's mean and standard
-deviation over seeds, and the change of CHAIR_i and Recall relative to the base model.
+the TPO recipe with ``detach_weights: true``. ``fisao`` and ``fisao-dpo`` use no preference
+data: they sample answers about the world's train images and score them with ``--verifier``
+(their reward baselines come from the world's val split). The table gives each method's mean
+and standard deviation over seeds, and the change of CHAIR_i and Recall relative to the base
+model.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 RECIPES = {"dpo": ("world_dpo.yaml", []), "povid": ("world_povid.yaml", []), "tpo": ("world_tpo.yaml", []),
-           "tpo-detached": ("world_tpo.yaml", ["detach_weights=true"]), "fisao": ("world_fisao.yaml", [])}
+           "tpo-detached": ("world_tpo.yaml", ["detach_weights=true"]), "fisao": ("world_fisao.yaml", []),
+           "fisao-dpo": ("world_fisao_dpo.yaml", [])}
 SPLITS = ("random", "popular", "adversarial")
 
 
@@ -50,7 +52,7 @@ def train_and_evaluate(args, method: str, seed: int) -> tuple[dict, float]:
     with open(f"{run}.log", "a") as log:
         if not (run / "model").is_dir():
             recipe, sets = RECIPES[method]
-            inputs = (["--prompts", args.world, "--verifier", args.verifier] if method == "fisao"
+            inputs = (["--prompts", args.world, "--verifier", args.verifier] if method.startswith("fisao")
                       else ["--data", args.data])
             cmd = [sys.executable, "-m", "vlalign", "train", "--config", f"recipes/train/{recipe}", "--model",
                    args.base, *inputs, "--out", str(run), "--set", f"seed={seed}",
@@ -74,9 +76,10 @@ def main() -> None:
     parser.add_argument("--world", default="runs/world")
     parser.add_argument("--base", default="runs/base/llava")
     parser.add_argument("--data", default="runs/prefs/objects.jsonl")
-    parser.add_argument("--verifier", default="runs/base/clip", help="fisao's verifier (a CLIPModel directory)")
+    parser.add_argument("--verifier", default="runs/base/clip", help="fisao's and fisao-dpo's verifier (a CLIPModel "
+                        "directory)")
     parser.add_argument("--out", default="runs/effect")
-    parser.add_argument("--methods", default="dpo,povid,tpo,tpo-detached,fisao")
+    parser.add_argument("--methods", default="dpo,povid,tpo,tpo-detached,fisao,fisao-dpo")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")

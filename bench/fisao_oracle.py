@@ -1,7 +1,8 @@
 """How much would a better verifier buy FiSAO? The same run with the world's ground truth as its verifier.
 
     python bench/fisao_oracle.py --world runs/demo/world --base runs/demo/base --out runs/fisao_oracle \
-        [--base-eval runs/demo/eval/base.json] [--auc 1.0,0.9,0.8] [--seeds 0] [--set KEY=VALUE ...]
+        [--base-eval runs/demo/eval/base.json] [--auc 1.0,0.9,0.8] [--seeds 0] \
+        [--recipe recipes/train/world_fisao.yaml] [--set KEY=VALUE ...]
 
 FiSAO learns only what its verifier tells it. This bench swaps the world's CLIP for an oracle
 that knows which objects are in each train image: a mention scores 1 when its object is there
@@ -11,7 +12,7 @@ drawn once per (image, object). Random noise is the kindest kind of error: a rea
 errors may fall on exactly the objects the model hallucinates. The calibration is the oracle's
 own (means 1 and 0), so without noise a mention earns +1 or -1. Everything else is the demo's
 FiSAO: ``recipes/train/world_fisao.yaml`` with 16 rounds (and any ``--set`` overrides), trained
-from ``--base``/llava, evaluated with CHAIR and POPE by Yes/No scores on ``--eval-images`` test
+from ``--base``/llava (``--recipe recipes/train/world_fisao_dpo.yaml`` for fisao-dpo), evaluated with CHAIR and POPE by Yes/No scores on ``--eval-images`` test
 images. Compare with the real verifier's AUC in a FiSAO run's ``calibration_summary.json``.
 
 Bench only: the oracle replaces ``Verifier.load`` and tags each image the run opens with its
@@ -89,7 +90,7 @@ def run(args, auc: float, seed: int, truth: dict[int, set[str]], holder: dict[st
     holder["oracle"] = OracleVerifier(truth, noise_for_auc(auc), seed)
     calibration = Path(args.out) / f"auc{auc:g}-seed{seed}.calibration.json"
     Calibration(1.0, 0.0, 1, 1, auc, False).save(calibration)
-    config = load_config(TrainConfig, "recipes/train/world_fisao.yaml", [f"seed={seed}", *args.set])
+    config = load_config(TrainConfig, args.recipe, [f"seed={seed}", *args.set])
     train(Path(args.base) / "llava", args.world, out, config, resume=out.exists(),
           fisao=fisao_module.FisaoInputs(Path(args.base) / "clip", calibration))
     scores = evaluate(out / "model", args.world, "all", EvalConfig(num_images=args.eval_images, pope_mode="logits"))
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--base-eval", help="the base model's `vlalign eval all` result (default: evaluate it)")
+    parser.add_argument("--recipe", default="recipes/train/world_fisao.yaml", help="fisao or fisao-dpo training recipe")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override of the FiSAO recipe (after the demo's fisao.rounds=16)")
     args = parser.parse_args()
@@ -121,7 +123,7 @@ def main() -> None:
         base = metrics(evaluate(Path(args.base) / "llava", args.world, "all",
                                 EvalConfig(num_images=args.eval_images, pope_mode="logits")))
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"FiSAO with an oracle verifier ({' '.join(args.set)}); test split, {args.eval_images} images, "
+    print(f"{Path(args.recipe).name} with an oracle verifier ({' '.join(args.set)}); test split, {args.eval_images} images, "
           f"seeds {args.seeds}\n")
     print("| verifier AUC | CHAIR_s | CHAIR_i | Recall | POPE F1 adv | CHAIR_i vs base | Recall vs base |")
     print("|---:|---:|---:|---:|---:|---:|---:|")

@@ -357,20 +357,24 @@ def test_inspect_rewards_bad_input_is_one_line(tmp_path, tiny_world, tiny_base, 
     assert message in err and len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
-def test_train_fisao_runs_end_to_end_from_a_reused_calibration(tmp_path, tiny_world, tiny_base):
+@pytest.mark.parametrize("method, printed", [
+    ("fisao", "fisao: 4 steps on 48 prompts"),  # 2 images x 4 answers = 4 pairs, 2 a batch, 2 epochs
+    ("fisao-dpo", "fisao-dpo: 2 steps on 48 prompts"),  # 2 images -> 2 (best, worst) pairs, 2 a batch, 2 epochs
+])
+def test_train_fisao_runs_end_to_end_from_a_reused_calibration(tmp_path, tiny_world, tiny_base, method, printed):
     # The tiny world's 3-step CLIP cannot separate anything, so the baselines come from a file,
     # as they do when a run reuses an earlier run's calibration.json.
     calibration = tmp_path / "calibration.json"
     calibration.write_text(json.dumps({"mean_correct": 0.3, "mean_hallucinated": 0.1, "num_correct": 9,
                                        "num_hallucinated": 4, "auc": 0.8, "patch_level": False}))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "vlalign", "train", "--method", "fisao", "--model", str(tiny_base / "llava"),
+    cmd = [sys.executable, "-m", "vlalign", "train", "--method", method, "--model", str(tiny_base / "llava"),
            "--prompts", str(tiny_world), "--verifier", str(tiny_base / "clip"), "--calibration", str(calibration),
            "--out", str(out), "--set", "fisao.rounds=1", "--set", "fisao.prompts_per_round=2",
            "--set", "fisao.max_new_tokens=12", "--set", "batch_size=4"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "fisao: 4 steps on 48 prompts" in proc.stdout  # 2 images x 4 answers = 4 pairs, 2 a batch, 2 epochs
+    assert printed in proc.stdout
     assert json.loads((out / "calibration.json").read_text())["mean_correct"] == 0.3
     rollout = json.loads((out / "rollouts" / "round-0000" / "rollout.json").read_text())
     assert len(rollout["answers"]) == 8
@@ -382,6 +386,7 @@ def test_train_fisao_runs_end_to_end_from_a_reused_calibration(tmp_path, tiny_wo
 @pytest.mark.parametrize("args, message", [
     (["--data", "x.jsonl"], "give --prompts, not --data"),
     (["--prompts", "WORLD"], "needs --prompts and --verifier"),
+    (["--method", "fisao-dpo", "--prompts", "WORLD"], "train --method fisao-dpo needs --prompts and --verifier"),
     (["--prompts", "WORLD", "--verifier", "BASE/llava"], "holds a 'llava' model: expected a CLIP model"),
     (["--prompts", "WORLD", "--verifier", "BASE/clip", "--calibration", "BAD"], "missing field 'auc'"),
 ])
@@ -396,4 +401,4 @@ def test_train_fisao_mistakes_are_one_line(tmp_path, tiny_world, tiny_base, caps
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert main(["train", "--method", "dpo", "--model", str(tiny_base / "llava"), "--out", str(tmp_path / "run"),
                  "--data", "x.jsonl", "--verifier", "v"]) == 2
-    assert "--verifier belong to --method fisao" in capsys.readouterr().err
+    assert "--verifier belong to --method fisao or fisao-dpo" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from vlalign import __version__
 from vlalign.cli_demo import add_demo_parser
 from vlalign.errors import UserError
 from vlalign.io import check_output_dir
-from vlalign.train.config import METHODS
+from vlalign.train.config import METHODS, SAMPLING_METHODS
 
 
 def _progress(desc: str, total: int, unit: str = "img"):
@@ -281,21 +281,21 @@ def _train_inputs(args: argparse.Namespace, method: str):
     """``(data, FisaoInputs | None)`` from the arguments, or a one-line error naming what is missing."""
     from vlalign.train.fisao import FisaoInputs
 
-    if method != "fisao":
+    if method not in SAMPLING_METHODS:
         if not args.data:
             raise UserError(f"train --method {method}: --data (preference records) is required")
         extra = [f"--{n}" for n in ("prompts", "verifier", "calibration", "vocab") if getattr(args, n)]
         if extra:
-            raise UserError(f"train --method {method}: {', '.join(extra)} belong to --method fisao")
+            raise UserError(f"train --method {method}: {', '.join(extra)} belong to --method fisao or fisao-dpo")
         return args.data, None
     if args.data:
-        raise UserError("train --method fisao samples its own answers: give --prompts, not --data")
+        raise UserError(f"train --method {method} samples its own answers: give --prompts, not --data")
     if not args.prompts or not args.verifier:
-        raise UserError("train --method fisao needs --prompts and --verifier")
+        raise UserError(f"train --method {method} needs --prompts and --verifier")
     calibration = args.calibration or (args.prompts if Path(args.prompts).is_dir() else None)
     if calibration is None:
-        raise UserError("train --method fisao: --calibration (a world or COCO directory with ground truth, or a "
-                        "calibration.json) is required when --prompts is a file")
+        raise UserError(f"train --method {method}: --calibration (a world or COCO directory with ground truth, or "
+                        "a calibration.json) is required when --prompts is a file")
     return args.prompts, FisaoInputs(args.verifier, calibration, args.calibration_split, args.prompts_split,
                                      args.vocab)
 
@@ -460,19 +460,21 @@ def build_parser() -> argparse.ArgumentParser:
     noisy.add_argument("--device")
     noisy.set_defaults(func=cmd_generate_noisy)
 
-    tr = sub.add_parser("train", help="align a VLM: on preference records (DPO, POVID, TPO) or by itself (FiSAO)")
+    tr = sub.add_parser("train", help="align a VLM: on preference records (DPO, POVID, TPO) or by itself "
+                        "(FiSAO, FiSAO-DPO)")
     tr.add_argument("--method", choices=METHODS, help="overrides the config's method")
     tr.add_argument("--model", required=True, help="VLM directory to start from")
     tr.add_argument("--data", help="preference records (JSON Lines, any supported format); DPO, POVID, TPO")
-    tr.add_argument("--prompts", help="fisao: a world or COCO directory (its --prompts-split images), or JSON Lines "
-                    "of {id, image, prompt}")
-    tr.add_argument("--prompts-split", default="train", help="fisao: split of a --prompts directory")
-    tr.add_argument("--verifier", help="fisao: CLIP model directory that scores object words (the world's clip/)")
-    tr.add_argument("--calibration", help="fisao: world or COCO directory with ground truth for the reward "
+    tr.add_argument("--prompts", help="fisao, fisao-dpo: a world or COCO directory (its --prompts-split images), "
+                    "or JSON Lines of {id, image, prompt}")
+    tr.add_argument("--prompts-split", default="train", help="fisao, fisao-dpo: split of a --prompts directory")
+    tr.add_argument("--verifier", help="fisao, fisao-dpo: CLIP model directory that scores object words "
+                    "(the world's clip/)")
+    tr.add_argument("--calibration", help="fisao, fisao-dpo: world or COCO directory with ground truth for the reward "
                     "baselines (default: --prompts, when it is a directory), or an earlier run's calibration.json")
-    tr.add_argument("--calibration-split", default="val", help="fisao: split of --calibration (held out)")
-    tr.add_argument("--vocab", help="fisao: object words, a world directory or a CHAIR synonyms.txt (default: the "
-                    "--calibration or --prompts directory's, else COCO's)")
+    tr.add_argument("--calibration-split", default="val", help="fisao, fisao-dpo: split of --calibration (held out)")
+    tr.add_argument("--vocab", help="fisao, fisao-dpo: object words, a world directory or a CHAIR synonyms.txt "
+                    "(default: the --calibration or --prompts directory's, else COCO's)")
     tr.add_argument("--out", required=True, help="run directory (model/, checkpoints/, metrics.jsonl, tensorboard/)")
     tr.add_argument("--eval-data", help="held-out preference records, scored every eval_every steps and at the end")
     tr.add_argument("--image-root", help="directory image paths are relative to (default: each file's)")

@@ -7,7 +7,10 @@ import math
 import pytest
 import torch
 
-from vlalign.losses.fisao import clipped_surrogate, fisao_loss, kl_to_reference, rewards_to_go
+from vlalign.losses.dpo import dpo_loss, sequence_logps
+from vlalign.losses.fisao import (
+    clipped_surrogate, dpo_token_weights, fisao_loss, kl_to_reference, rewards_to_go, token_weighted_dpo_loss,
+)
 
 F64 = torch.float64
 
@@ -77,3 +80,41 @@ def test_fisao_loss_rejects_mismatched_shapes_and_bad_settings():
         fisao_loss(x, x, x, torch.zeros(2, 2), mask)
     with pytest.raises(ValueError, match="clip"):
         fisao_loss(x, x, x, x, mask, clip=0.0)
+
+
+def test_dpo_token_weights_by_hand():
+    rewards = t([0.0, 1.0, -1.0, 0.5])
+    torch.testing.assert_close(dpo_token_weights(rewards, True, 1.0), t([1.0, 2.0, 0.0, 1.5]))
+    torch.testing.assert_close(dpo_token_weights(rewards, False, 1.0), t([1.0, 0.0, 2.0, 0.5]))
+    torch.testing.assert_close(dpo_token_weights(rewards, True, 0.5), t([1.0, 1.5, 0.5, 1.25]))
+    torch.testing.assert_close(dpo_token_weights(rewards, False, 3.0), t([1.0, 0.0, 4.0, 0.0]))  # clamped at 0
+    torch.testing.assert_close(dpo_token_weights(rewards, True, 0.0), torch.ones_like(rewards))
+    with pytest.raises(ValueError, match="alpha"):
+        dpo_token_weights(rewards, True, -1.0)
+
+
+def test_token_weighted_dpo_by_hand():
+    # chosen log-ratios 0.2, -0.1 weighted 2, 0 -> 0.4; rejected 0.3 weighted 0.5 -> 0.15; h = 0.25
+    pol_c, ref_c = t([0.0, -0.5]), t([-0.2, -0.4])
+    pol_r, ref_r = t([-0.7, 5.0]), t([-1.0, 0.0])  # the 5.0 is padding
+    mask_c, mask_r = torch.tensor([[True, True]]), torch.tensor([[True, False]])
+    out = token_weighted_dpo_loss(pol_c, pol_r, ref_c, ref_r, mask_c, mask_r, t([2.0, 0.0]), t([0.5, 7.0]), beta=0.1)
+    assert out.loss.item() == pytest.approx(math.log1p(math.exp(-0.025)), rel=1e-12)
+    assert out.chosen_rewards.item() == pytest.approx(0.04) and out.rejected_rewards.item() == pytest.approx(0.015)
+
+
+def test_token_weighted_dpo_with_unit_weights_is_dpo_in_value_and_gradient():
+    gen = torch.Generator().manual_seed(0)
+    pol_c = torch.randn(3, 5, generator=gen, dtype=F64, requires_grad=True)
+    pol_r = torch.randn(3, 4, generator=gen, dtype=F64, requires_grad=True)
+    ref_c, ref_r = torch.randn(3, 5, generator=gen, dtype=F64), torch.randn(3, 4, generator=gen, dtype=F64)
+    mask_c = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]).bool()
+    mask_r = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]]).bool()
+    weighted = token_weighted_dpo_loss(pol_c, pol_r, ref_c, ref_r, mask_c, mask_r, torch.ones_like(pol_c),
+                                       torch.ones_like(pol_r), beta=0.3, label_smoothing=0.1)
+    plain = dpo_loss(sequence_logps(pol_c, mask_c), sequence_logps(pol_r, mask_r), sequence_logps(ref_c, mask_c),
+                     sequence_logps(ref_r, mask_r), beta=0.3, label_smoothing=0.1)
+    torch.testing.assert_close(weighted.losses, plain.losses)
+    grads = torch.autograd.grad(weighted.loss, (pol_c, pol_r))
+    for got, want in zip(grads, torch.autograd.grad(plain.loss, (pol_c, pol_r))):
+        torch.testing.assert_close(got, want)

@@ -15,6 +15,7 @@ from vlalign.models.tiny import train_tokenizer
 from vlalign.rewards.verifier import (
     Calibration,
     MentionScore,
+    best_and_worst,
     calibrate,
     mention_reward,
     mention_tokens,
@@ -194,3 +195,12 @@ def test_chairs_two_word_rules_are_one_mention_of_their_object():
     assert found == [("baby dog", "dog"), ("stop light", "traffic light"), ("dog", "dog")]
     assert [(w, c) for w, c in caption_objects(text, vocab)] == [("dog", "dog"), ("traffic light", "traffic light"),
                                                                  ("dog", "dog")]
+
+
+def test_best_and_worst_answer_of_each_image():
+    totals = [0.5, -1.0, 0.5,   0.0, 0.0, 0.0,   1.0, 2.0, -2.0]  # 3 images, 3 answers each
+    # image 0: a tie for best goes to the first; image 1 ties throughout and is left out
+    assert best_and_worst(totals, 3) == [(0, 1), (7, 8)]
+    assert best_and_worst([1.0, 1.0], 1) == []  # one answer an image: nothing to prefer
+    with pytest.raises(ValueError, match="whole number"):
+        best_and_worst(totals, 2)

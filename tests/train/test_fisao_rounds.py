@@ -127,3 +127,59 @@ def test_prompts_from_a_file_and_their_mistakes(tmp_path, tiny_world):
         load_prompts(bad)
     with pytest.raises(UserError, match="prompts not found"):
         load_prompts(tmp_path / "nothing.jsonl")
+
+
+def _dpo_config(save_every: int = 3, **fisao) -> TrainConfig:
+    config = _config(save_every, **fisao)
+    config.method = "fisao-dpo"
+    config.sft_weight = 0.5
+    return config
+
+
+def test_fisao_dpo_rounds_pair_each_images_best_answer_with_its_worst(tmp_path, tiny_world, tiny_base,
+                                                                      fixed_calibration):
+    out = tmp_path / "run"
+    # 2 images a round -> 2 pairs; batch 2 -> 1 pair a micro-batch; 2 epochs -> 4 steps a round
+    config = _dpo_config(rounds=1, prompts_per_round=2, samples=4)
+    assert fisao_total_steps(config) == 4
+    train(tiny_base / "llava", tiny_world, out, config, fisao=FisaoInputs(tiny_base / "clip", tiny_world))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]["rewards/margin"] == pytest.approx(0.0, abs=1e-6)  # the policy starts as the reference
+    rollout = json.loads((out / "rollouts" / "round-0000" / "rollout.json").read_text())
+    tensors = load_file(str(out / "rollouts" / "round-0000" / "tensors.safetensors"))
+    assert "old_logps" not in tensors and "advantages" not in tensors
+    totals = [sum(m["reward"] for m in a["mentions"]) for a in rollout["answers"]]
+    preferred = [(a, b) for a, b in rollout["pairs"] if a != b]
+    assert rows[0]["fisao_dpo/pairs"] == len(set(map(tuple, preferred))) > 0
+    for a, b in preferred:
+        image = range(a // 4 * 4, a // 4 * 4 + 4)
+        assert b in image and totals[a] == max(totals[i] for i in image) > totals[b] == min(totals[i] for i in image)
+        for side, sign in ((a, 1.0), (b, -1.0)):
+            expected = torch.ones(int(tensors["mask"][side].sum()))
+            for m in rollout["answers"][side]["mentions"]:
+                expected[m["tokens"]] = max(0.0, 1.0 + sign * m["reward"])  # fisao.token_weight 1
+            torch.testing.assert_close(tensors["weights"][side, :len(expected)], expected)
+
+
+def test_a_resumed_fisao_dpo_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, tiny_world, tiny_base,
+                                                                               fixed_calibration):
+    inputs = FisaoInputs(tiny_base / "clip", tiny_world)
+    model = tiny_base / "llava"
+    config = lambda: _dpo_config(prompts_per_round=3, samples=2)  # noqa: E731  3 micro-batches an epoch, 6 a round
+    train(model, tiny_world, tmp_path / "whole", config(), fisao=inputs)
+
+    class Stop(Exception):
+        pass
+
+    def kill(step, total, metrics):
+        if step == 4:  # checkpoint at 3: round 0, epoch 2
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(model, tiny_world, tmp_path / "cut", config(), fisao=inputs, on_step=kill)
+    train(model, tiny_world, tmp_path / "cut", config(), fisao=inputs, resume=True)
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys() and len(a) > 0
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6)

@@ -19,6 +19,11 @@ of "token-level rewards optimised with an RL algorithm", from standard parts:
 Both terms are means over all response tokens of the batch, so a long answer weighs by its
 length. Shapes: ``N`` sampled answers, ``T`` the padded answer length; every per-token tensor is
 ``(N, T)``, left-aligned, with a bool mask of the same shape.
+
+``fisao-dpo`` (beyond the paper) replaces the RL objective with CSR's recipe (Zhou et al.,
+"Calibrated Self-Rewarding Vision Language Models", arXiv 2405.14622, Sec. 3: sample answers,
+rank them by reward, DPO on the best against the worst) and keeps FiSAO's token rewards as
+per-token weights of DPO's log-ratios (:func:`dpo_token_weights`, :func:`token_weighted_dpo_loss`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["FisaoOutput", "clipped_surrogate", "fisao_loss", "kl_to_reference", "rewards_to_go"]
+from vlalign.losses.dpo import DPOOutput, dpo_loss, sequence_logps
+
+__all__ = ["FisaoOutput", "clipped_surrogate", "dpo_token_weights", "fisao_loss", "kl_to_reference", "rewards_to_go",
+           "token_weighted_dpo_loss"]
 
 
 def rewards_to_go(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
@@ -96,3 +104,40 @@ def fisao_loss(logps: Tensor, old_logps: Tensor, ref_logps: Tensor, advantages: 
     kl = kl_to_reference(logps, ref_logps, mask).sum() / tokens
     return FisaoOutput(policy_loss + kl_coef * kl, policy_loss, kl, clipped.sum() / tokens,
                        (ratio * mask).sum() / tokens)
+
+
+def dpo_token_weights(mention_rewards: Tensor, chosen: bool, alpha: float) -> Tensor:
+    """fisao-dpo's weight of each token: ``max(0, 1 + alpha * r)`` in a chosen answer, ``max(0, 1 - alpha * r)``
+    in a rejected one, ``r`` the reward of the mention the token belongs to (0 off the mentions).
+
+    So a chosen answer's grounded objects are pulled up harder and its hallucinated ones less
+    (not at all with ``alpha = 1`` and ``r = -1``), and a rejected answer's hallucinations are
+    pushed down harder and its correct objects less; every other token weighs 1, and
+    ``alpha = 0`` is plain DPO. ``(N, T) -> (N, T)``.
+    """
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    sign = 1.0 if chosen else -1.0
+    return (1.0 + sign * alpha * mention_rewards).clamp(min=0.0)
+
+
+def token_weighted_dpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor,
+                            chosen_mask: Tensor, rejected_mask: Tensor, chosen_weights: Tensor,
+                            rejected_weights: Tensor, *, beta: float = 0.1, label_smoothing: float = 0.0) -> DPOOutput:
+    """DPO (Rafailov et al. 2023, Eq. 7) with each answer's log-ratio a weighted sum over its tokens::
+
+        h = sum_t w_t^w (log pi - log ref)(y_w,t) - sum_t w_t^l (log pi - log ref)(y_l,t)
+
+    Args:
+        policy_chosen, ref_chosen, chosen_mask, chosen_weights: ``(B, Lw)`` per-token log-probs
+            of the chosen answers under the policy and the reference, the response mask, the
+            weights (:func:`dpo_token_weights`).
+        policy_rejected, ref_rejected, rejected_mask, rejected_weights: the same, ``(B, Ll)``.
+
+    With every weight 1 it is :func:`vlalign.losses.dpo.dpo_loss` of the sequence log-probs.
+    """
+    chosen = (chosen_weights * (policy_chosen - ref_chosen.detach()), chosen_mask)
+    rejected = (rejected_weights * (policy_rejected - ref_rejected.detach()), rejected_mask)
+    zeros = torch.zeros(policy_chosen.shape[0], device=policy_chosen.device)
+    return dpo_loss(sequence_logps(*chosen), sequence_logps(*rejected), zeros, zeros, beta=beta,
+                    label_smoothing=label_smoothing)

@@ -41,8 +41,8 @@ from vlalign.generate.rules import Mention, MentionFinder
 from vlalign.io import write_json
 
 __all__ = [
-    "Calibration", "MentionScore", "ObjectFinder", "calibrate", "mention_reward", "mention_tokens", "object_finder",
-    "roc_auc", "token_rewards", "visible_starts",
+    "Calibration", "MentionScore", "ObjectFinder", "best_and_worst", "calibrate", "mention_reward", "mention_tokens",
+    "object_finder", "roc_auc", "token_rewards", "visible_starts",
 ]
 
 Score = TypeVar("Score", float, torch.Tensor)
@@ -276,3 +276,27 @@ def token_rewards(text: str, spans: Sequence[tuple[int, int]], finder: ObjectFin
             rewards[k] += reward / len(tokens)
         mentions.append(MentionScore(m.start, m.end, m.category, reward, tokens))
     return rewards, mentions
+
+
+def best_and_worst(totals: Sequence[float], k: int) -> list[tuple[int, int]]:
+    """Each image's best and worst answer by total reward (fisao-dpo's preference pairs, as CSR's).
+
+    Args:
+        totals: one number per answer, ``k`` answers per image in a row (image i's at
+            ``[i*k, (i+1)*k)``): the sum of its mentions' rewards.
+        k: answers per image.
+
+    Returns:
+        ``(best, worst)`` answer indices, one pair per image whose answers do not all tie; the
+        first answer wins a tie.
+    """
+    if k < 1 or len(totals) % k:
+        raise ValueError(f"{len(totals)} totals are not a whole number of images with {k} answers each")
+    pairs = []
+    for start in range(0, len(totals), k):
+        answers = range(start, start + k)
+        best = max(answers, key=lambda a: totals[a])  # max and min keep the first of equals
+        worst = min(answers, key=lambda a: totals[a])
+        if totals[best] > totals[worst]:
+            pairs.append((best, worst))
+    return pairs

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-METHODS = ("dpo", "povid", "tpo", "fisao")
-PAIR_METHODS = ("dpo", "povid", "tpo")  # trained on preference records; FiSAO samples its own answers
+METHODS = ("dpo", "povid", "tpo", "fisao", "fisao-dpo")
+PAIR_METHODS = ("dpo", "povid", "tpo")  # trained on preference records
+SAMPLING_METHODS = ("fisao", "fisao-dpo")  # sample their own answers and score them with a verifier
 REFERENCES = ("auto", "copy", "adapter", "precomputed")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
@@ -30,6 +31,8 @@ class FisaoSettings:
     Each round samples ``samples`` answers to each of ``prompts_per_round`` images with the
     current policy, scores their object words with the verifier, then makes ``epochs`` passes
     over them, ``batch_size`` answers a micro-batch (answers to one image travel in twos).
+    ``fisao-dpo`` samples and scores the same way, then trains token-weighted DPO on each
+    image's best answer against its worst (``clip``, ``kl_coef`` and ``gamma`` unused).
     """
 
     rounds: int = 20
@@ -45,6 +48,8 @@ class FisaoSettings:
     prompt: str = "Describe this image."  # the question asked when --prompts is a directory
     patch_level: bool = False  # verifier: max over image patches instead of the global embedding
     calibration_images: int = 100  # images of the calibration split for the reward baselines
+    token_weight: float = 1.0  # fisao-dpo: weight 1 + token_weight * reward on chosen tokens, 1 - ... on rejected
+    rank_by: str = "sum"  # fisao-dpo: an answer's mention rewards, summed or averaged (CSR averages over sentences)
 
     def validate(self) -> None:
         if min(self.rounds, self.prompts_per_round, self.samples, self.epochs, self.max_new_tokens,
@@ -55,13 +60,17 @@ class FisaoSettings:
             raise ValueError("fisao: need clip > 0, kl_coef >= 0 and gamma in [0, 1]")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ValueError("fisao: need temperature > 0 and top_p in (0, 1]")
+        if self.token_weight < 0:
+            raise ValueError("fisao: token_weight must be >= 0")
+        if self.rank_by not in ("sum", "mean"):
+            raise ValueError(f"fisao: rank_by must be sum or mean (got {self.rank_by!r})")
 
 
 @dataclass
 class TrainConfig:
     """Every setting of ``vlalign train``. Defaults suit the synthetic world's base model on a CPU."""
 
-    method: str = "dpo"  # dpo | povid (stage 2: injected and noise-triggered rejections) | tpo | fisao
+    method: str = "dpo"  # dpo | povid (stage 2: injected and noise-triggered rejections) | tpo | fisao | fisao-dpo
     beta: float = 0.1
     label_smoothing: float = 0.0  # cDPO epsilon
     sft_weight: float = 0.0  # adds sft_weight * NLL(chosen) (RPO-style)
@@ -84,7 +93,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     epochs: float = 1.0
     max_steps: int = 0  # optimizer steps; 0 = from epochs (FiSAO: from fisao.rounds)
-    batch_size: int = 8  # pairs per micro-batch (per process); FiSAO: sampled answers
+    batch_size: int = 8  # pairs per micro-batch (per process); fisao and fisao-dpo: sampled answers
     grad_accum: int = 1  # micro-batches per optimizer step
     schedule: str = "cosine"
     warmup_ratio: float = 0.1
@@ -119,7 +128,7 @@ class TrainConfig:
             raise ValueError("noise_step must be in [0, 999]")
         if self.reference == "adapter" and not self.lora.enabled:
             raise ValueError("reference 'adapter' needs lora.enabled: true")
-        if self.reference == "precomputed" and self.method in ("povid", "tpo", "fisao"):
+        if self.reference == "precomputed" and self.method in ("povid", "tpo", *SAMPLING_METHODS):
             raise ValueError(f"{self.method} scores new inputs every step (corrupted images, sampled answers): "
                              "it needs a live reference (copy or adapter), not a precomputed one")
         self.fisao.validate()

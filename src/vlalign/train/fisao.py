@@ -12,6 +12,13 @@ FiSAO (Cui et al., arXiv 2410.14148) has no public code; this is vlalign's recon
 3. **optimise**: ``fisao.epochs`` passes over the answers in seeded random order, one
    micro-batch of the loop per ``batch_size`` answers, with :func:`vlalign.losses.fisao.fisao_loss`.
 
+``fisao-dpo`` (beyond the paper; CSR's recipe with FiSAO's token scores) samples and scores
+the same way, then keeps each image's best answer against its worst by summed mention rewards
+(:func:`vlalign.rewards.verifier.best_and_worst`; images whose answers all tie are left out and
+the others repeat to fill ``prompts_per_round`` pairs), scores those pairs under the reference,
+and makes ``fisao.epochs`` passes of token-weighted DPO
+(:func:`vlalign.losses.fisao.token_weighted_dpo_loss`, plus ``sft_weight`` times the chosen NLL).
+
 Each round's samples, log-probs and rewards are written to ``out/rollouts/round-N/`` before
 its first update, so a run resumed mid-round trains on the very answers it had drawn; a run
 resumed at a round boundary draws them again from the restored weights, identically.
@@ -38,10 +45,12 @@ from vlalign.eval.generate import DecodingConfig, chat_prompt, generate
 from vlalign.eval.run import EvalData, open_data, pick_images
 from vlalign.io import atomic_dir, read_lines, write_json
 from vlalign.logps import collate_pairs, pair_logps, response_token_spans
-from vlalign.losses.fisao import fisao_loss, rewards_to_go
+from vlalign.losses.fisao import dpo_token_weights, fisao_loss, rewards_to_go, token_weighted_dpo_loss
 from vlalign.models.load import LoadedVLM
 from vlalign.models.verifier import Verifier
-from vlalign.rewards.verifier import Calibration, calibrate, mention_reward, object_finder, token_rewards
+from vlalign.rewards.verifier import (
+    Calibration, best_and_worst, calibrate, mention_reward, object_finder, token_rewards,
+)
 from vlalign.train.config import TrainConfig
 
 
@@ -185,20 +194,23 @@ def calibrate_rewards(vlm: LoadedVLM, verifier: Verifier, data: EvalData, config
 class Rollout:
     """One round's answers and per-token tensors, ``S = P * K`` answers, ``T`` the longest answer.
 
-    ``pairs`` lists ``(a, b)`` answer indices scored together (two answers to one image; with an
-    odd K the last answer of an image is paired with itself and the copy is masked out).
-    Tensors: ``old_logps``, ``ref_logps``, ``advantages`` (S, T) float32, ``mask`` (S, T) bool.
+    ``pairs`` lists ``(a, b)`` answer indices scored together. FiSAO: two answers to one image
+    (with an odd K the last answer of an image is paired with itself and the copy is masked
+    out). fisao-dpo: an image's best answer ``a`` and worst ``b``.
+    Tensors, (S, T) float32 (``mask`` bool): ``ref_logps`` and ``mask``; FiSAO's ``old_logps``
+    and ``advantages``; fisao-dpo's DPO ``weights`` (rows of answers in no pair are unused).
     """
 
     round: int
     prompt_rows: list[int]
     answers: list[str]
     pairs: list[tuple[int, int]]
-    old_logps: torch.Tensor
     ref_logps: torch.Tensor
-    advantages: torch.Tensor
     mask: torch.Tensor
     metrics: dict[str, float]
+    old_logps: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
 
 
 def _pairs(num_images: int, k: int) -> list[tuple[int, int]]:
@@ -207,6 +219,14 @@ def _pairs(num_images: int, k: int) -> list[tuple[int, int]]:
         answers = list(range(i * k, (i + 1) * k))
         answers += answers[-1:] * (len(answers) % 2)
         out += list(zip(answers[::2], answers[1::2]))
+    return out
+
+
+def _mention_rewards(mentions: list[dict[str, Any]], length: int) -> torch.Tensor:
+    """(length,) the reward of the mention each token belongs to, whole on each of its tokens; 0 elsewhere."""
+    out = torch.zeros(length)
+    for m in mentions:
+        out[m["tokens"]] = m["reward"]
     return out
 
 
@@ -219,7 +239,8 @@ def _pad_rows(rows: list[torch.Tensor], width: int) -> torch.Tensor:
 
 def _layout(config: TrainConfig) -> tuple[int, int, int]:
     """Answer pairs a round, pairs a micro-batch, micro-batches an epoch."""
-    pairs = config.fisao.prompts_per_round * math.ceil(config.fisao.samples / 2)
+    per_image = 1 if config.method == "fisao-dpo" else math.ceil(config.fisao.samples / 2)
+    pairs = config.fisao.prompts_per_round * per_image
     per_micro = max(1, config.batch_size // 2)
     return pairs, per_micro, math.ceil(pairs / per_micro)
 
@@ -264,27 +285,9 @@ class FisaoRounds:
         answers = sample_answers(LoadedVLM(sampler, self.vlm.processor, self.vlm.family), images, questions, config, seed=config.seed * 1_000_003 + round_)
         sampled = time.perf_counter()
 
-        pairs = _pairs(len(rows), k)
-        old: list[torch.Tensor] = [torch.zeros(0)] * len(answers)
-        ref: list[torch.Tensor] = [torch.zeros(0)] * len(answers)
-        for start in range(0, len(pairs), self.pairs_per_micro):
-            chunk = pairs[start:start + self.pairs_per_micro]
-            batch = self._collate(chunk, answers, images, questions)
-            for name, logps in (("old", pair_logps(policy, batch)), ("ref", reference(batch, None, []))):
-                target = old if name == "old" else ref
-                for side, (values, mask) in enumerate(((logps.chosen, logps.chosen_mask),
-                                                       (logps.rejected, logps.rejected_mask))):
-                    for row, pair in enumerate(chunk):
-                        target[pair[side]] = values[row][mask[row]].float().cpu()
-        logged = time.perf_counter()
-
         rewards, mention_rows = self._rewards(answers, images, questions)
-        width = max(len(r) for r in old)
-        mask = _pad_rows([torch.ones(len(r)) for r in old], width).bool()
-        reward_t = _pad_rows([torch.tensor(r) for r in rewards], width)
-        if any(len(r) != len(o) for r, o in zip(rewards, old)):
-            raise RuntimeError("token spans and scored tokens disagree; is the tokenizer fast?")
-        advantages = rewards_to_go(reward_t, mask, config.fisao.gamma)
+        width = max(len(r) for r in rewards)
+        mask = _pad_rows([torch.ones(len(r)) for r in rewards], width).bool()
         mention_rewards = [m["reward"] for row in mention_rows for m in row]
         metrics = {
             "fisao/round": float(round_),
@@ -292,12 +295,52 @@ class FisaoRounds:
             "fisao/mentions_per_answer": len(mention_rewards) / len(answers),
             "fisao/mention_reward": sum(mention_rewards) / max(1, len(mention_rewards)),
             "fisao/negative_mentions": sum(r < 0 for r in mention_rewards) / max(1, len(mention_rewards)),
-            "fisao/sample_s": sampled - started,
-            "fisao/logps_s": logged - sampled,
-            "fisao/verifier_s": time.perf_counter() - logged,
         }
-        rollout = Rollout(round_, rows, answers, pairs, _pad_rows(old, width), _pad_rows(ref, width), advantages,
-                          mask, metrics)
+        if config.method == "fisao-dpo":
+            totals = [sum(m["reward"] for m in row) / (max(1, len(row)) if config.fisao.rank_by == "mean" else 1)
+                      for row in mention_rows]
+            preferred = best_and_worst(totals, k)
+            # every round trains on prompts_per_round pairs, so the loop's step count stays fixed
+            pairs = [preferred[p % len(preferred)] for p in range(self.pairs_per_round)] if preferred else \
+                [(i * k, i * k) for i in range(len(rows))]  # nothing to prefer: the round trains nothing
+            metrics["fisao_dpo/pairs"] = float(len(preferred))
+            metrics["fisao_dpo/chosen_total"] = sum(totals[a] for a, _ in preferred) / max(1, len(preferred))
+            metrics["fisao_dpo/rejected_total"] = sum(totals[b] for _, b in preferred) / max(1, len(preferred))
+        else:
+            pairs = _pairs(len(rows), k)
+        scored = time.perf_counter()
+
+        ref = [torch.zeros(len(r)) for r in rewards]
+        old = [torch.zeros(len(r)) for r in rewards] if config.method == "fisao" else None
+        distinct = list(dict.fromkeys(pairs))
+        for start in range(0, len(distinct), self.pairs_per_micro):
+            chunk = distinct[start:start + self.pairs_per_micro]
+            batch = self._collate(chunk, answers, images, questions)
+            passes = [(ref, reference(batch, None, []))] + ([(old, pair_logps(policy, batch))] if old else [])
+            for target, logps in passes:
+                for side, (values, side_mask) in enumerate(((logps.chosen, logps.chosen_mask),
+                                                            (logps.rejected, logps.rejected_mask))):
+                    for row, pair in enumerate(chunk):
+                        scored_row = values[row][side_mask[row]].float().cpu()
+                        if len(scored_row) != len(rewards[pair[side]]):
+                            raise RuntimeError("token spans and scored tokens disagree; is the tokenizer fast?")
+                        target[pair[side]] = scored_row
+        metrics["fisao/sample_s"] = sampled - started
+        metrics["fisao/verifier_s"] = scored - sampled
+        metrics["fisao/logps_s"] = time.perf_counter() - scored
+
+        rollout = Rollout(round_, rows, answers, pairs, _pad_rows(ref, width), mask, metrics)
+        if old is not None:
+            rollout.old_logps = _pad_rows(old, width)
+            rollout.advantages = rewards_to_go(_pad_rows([torch.tensor(r) for r in rewards], width), mask,
+                                               config.fisao.gamma)
+        else:
+            per_token = _pad_rows([_mention_rewards(row, len(r)) for row, r in zip(mention_rows, rewards)], width)
+            rollout.weights = torch.ones(len(answers), width)
+            for a, b in distinct:
+                if a != b:
+                    rollout.weights[a] = dpo_token_weights(per_token[a], True, config.fisao.token_weight)
+                    rollout.weights[b] = dpo_token_weights(per_token[b], False, config.fisao.token_weight)
         self._save(rollout, mention_rows)
         return rollout
 
@@ -316,7 +359,7 @@ class FisaoRounds:
                                              lambda c: float(mention_reward(by_category[c], self.calibration)))
             rewards.append(tokens)
             mention_rows.append([{"start": m.start, "end": m.end, "category": m.category, "reward": m.reward,
-                                  "score": by_category[m.category]} for m in mentions])
+                                  "score": by_category[m.category], "tokens": m.tokens} for m in mentions])
         return rewards, mention_rows
 
     def _collate(self, chunk: list[tuple[int, int]], answers: list[str], images: list[Image.Image],
@@ -327,8 +370,9 @@ class FisaoRounds:
                              [answers[b] for _, b in chunk]).to(self.device)
 
     def _save(self, rollout: Rollout, mention_rows: list[list[dict[str, Any]]]) -> None:
-        tensors = {"old_logps": rollout.old_logps, "ref_logps": rollout.ref_logps, "advantages": rollout.advantages,
-                   "mask": rollout.mask.to(torch.uint8)}
+        tensors = {"ref_logps": rollout.ref_logps, "mask": rollout.mask.to(torch.uint8),
+                   **{name: getattr(rollout, name) for name in ("old_logps", "advantages", "weights")
+                      if getattr(rollout, name) is not None}}
         k = self.config.fisao.samples
         meta = {"round": rollout.round, "prompt_rows": rollout.prompt_rows, "pairs": rollout.pairs,
                 "metrics": rollout.metrics,
@@ -345,8 +389,8 @@ class FisaoRounds:
         meta = json.loads((path / "rollout.json").read_text())
         t = load_file(str(path / "tensors.safetensors"))
         return Rollout(round_, meta["prompt_rows"], [a["answer"] for a in meta["answers"]],
-                       [tuple(p) for p in meta["pairs"]], t["old_logps"], t["ref_logps"], t["advantages"],
-                       t["mask"].bool(), meta["metrics"])
+                       [tuple(p) for p in meta["pairs"]], t["ref_logps"], t["mask"].bool(), meta["metrics"],
+                       t.get("old_logps"), t.get("advantages"), t.get("weights"))
 
     # ---------------------------------------------------------------------------- micro-batches
 
@@ -370,6 +414,9 @@ class FisaoRounds:
                               [self.prompts[ro.prompt_rows[a // k]].prompt for a, _ in chunk],
                               [ro.answers[a] for a, _ in chunk], [ro.answers[b] for _, b in chunk]).to(self.device)
         pol = pair_logps(policy, batch)
+        ids = [f"{self.prompts[ro.prompt_rows[a // k]].id}#{a}" for a, _ in chunk]
+        if ro.weights is not None:
+            return self._dpo_loss(pol, chunk, ro), int(batch.attention_mask.sum()), ids
         rows = [a for a, _ in chunk] + [b for _, b in chunk]
         width = max(pol.chosen.shape[1], pol.rejected.shape[1])
         logps = torch.cat([torch.nn.functional.pad(pol.chosen, (0, width - pol.chosen.shape[1])),
@@ -381,5 +428,18 @@ class FisaoRounds:
                          clip=self.config.fisao.clip, kl_coef=self.config.fisao.kl_coef)
         metrics = {"loss": out.loss.item(), "fisao/policy_loss": out.policy_loss.item(), "fisao/kl": out.kl.item(),
                    "fisao/clip_fraction": out.clip_fraction.item(), "fisao/ratio": out.ratio.item(), **ro.metrics}
-        ids = [f"{self.prompts[ro.prompt_rows[a // k]].id}#{a}" for a, _ in chunk]
         return StepOutput(out.loss, metrics), int(batch.attention_mask.sum()), ids
+
+    def _dpo_loss(self, pol, chunk: list[tuple[int, int]], ro: Rollout):
+        """fisao-dpo's loss on a micro-batch of (best, worst) pairs, with the policy's log-probs ``pol``."""
+        from vlalign.train.methods import StepOutput, _metrics, _with_sft
+
+        chosen, rejected = [a for a, _ in chunk], [b for _, b in chunk]
+        ref_c, w_c = (t[chosen, :pol.chosen.shape[1]].to(self.device) for t in (ro.ref_logps, ro.weights))
+        ref_r, w_r = (t[rejected, :pol.rejected.shape[1]].to(self.device) for t in (ro.ref_logps, ro.weights))
+        out = token_weighted_dpo_loss(pol.chosen, pol.rejected, ref_c, ref_r, pol.chosen_mask, pol.rejected_mask,
+                                      w_c, w_r, beta=self.config.beta, label_smoothing=self.config.label_smoothing)
+        loss = _with_sft(out.loss, pol, self.config)
+        if not ro.metrics["fisao_dpo/pairs"]:
+            loss = loss * 0.0  # every image's answers tied: no preference to learn this round
+        return StepOutput(loss, {"loss": loss.item(), **_metrics(out), **ro.metrics})

@@ -22,7 +22,7 @@ from vlalign.config import config_to_dict
 from vlalign.errors import UserError
 from vlalign.models.load import LoadedVLM, load_vlm
 from vlalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from vlalign.train.config import TrainConfig
+from vlalign.train.config import SAMPLING_METHODS, TrainConfig
 from vlalign.train.data import Pairs, load_pairs
 from vlalign.train.fisao import FisaoInputs, FisaoRounds, fisao_setup, fisao_total_steps, load_prompts
 from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step, tpo_step
@@ -126,8 +126,8 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"{out}: exists and is not empty (pass --resume to continue a run there)")
-    if (config.method == "fisao") != (fisao is not None):
-        raise UserError("fisao needs a verifier and a calibration split (--verifier, --calibration); "
+    if (config.method in SAMPLING_METHODS) != (fisao is not None):
+        raise UserError("fisao and fisao-dpo need a verifier and a calibration split (--verifier, --calibration); "
                         "the other methods take neither")
     pairs = load_pairs(data, image_root) if fisao is None else None
     prompts = load_prompts(data, fisao.prompts_split, config.fisao.prompt, image_root) if fisao else None
