@@ -136,11 +136,12 @@ def _dpo_config(save_every: int = 3, **fisao) -> TrainConfig:
     return config
 
 
+@pytest.mark.parametrize("rank_by", ["sum", "mean"])
 def test_fisao_dpo_rounds_pair_each_images_best_answer_with_its_worst(tmp_path, tiny_world, tiny_base,
-                                                                      fixed_calibration):
+                                                                      fixed_calibration, rank_by):
     out = tmp_path / "run"
     # 2 images a round -> 2 pairs; batch 2 -> 1 pair a micro-batch; 2 epochs -> 4 steps a round
-    config = _dpo_config(rounds=1, prompts_per_round=2, samples=4)
+    config = _dpo_config(rounds=1, prompts_per_round=2, samples=4, rank_by=rank_by)
     assert fisao_total_steps(config) == 4
     train(tiny_base / "llava", tiny_world, out, config, fisao=FisaoInputs(tiny_base / "clip", tiny_world))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -149,7 +150,8 @@ def test_fisao_dpo_rounds_pair_each_images_best_answer_with_its_worst(tmp_path, 
     rollout = json.loads((out / "rollouts" / "round-0000" / "rollout.json").read_text())
     tensors = load_file(str(out / "rollouts" / "round-0000" / "tensors.safetensors"))
     assert "old_logps" not in tensors and "advantages" not in tensors
-    totals = [sum(m["reward"] for m in a["mentions"]) for a in rollout["answers"]]
+    totals = [sum(m["reward"] for m in a["mentions"]) / (max(1, len(a["mentions"])) if rank_by == "mean" else 1)
+              for a in rollout["answers"]]
     preferred = [(a, b) for a, b in rollout["pairs"] if a != b]
     assert rows[0]["fisao_dpo/pairs"] == len(set(map(tuple, preferred))) > 0
     for a, b in preferred:
@@ -183,3 +185,14 @@ def test_a_resumed_fisao_dpo_run_ends_with_the_weights_of_an_uninterrupted_one(t
     assert a.keys() == b.keys() and len(a) > 0
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"fisao": FisaoSettings(token_weight=-0.5)}, "token_weight must be >= 0"),
+    ({"fisao": FisaoSettings(rank_by="max")}, "rank_by must be sum or mean"),
+    ({"reference": "precomputed"}, "fisao-dpo scores new inputs every step"),
+])
+def test_fisao_dpo_settings_are_checked(change, message):
+    config = TrainConfig(method="fisao-dpo", **change)
+    with pytest.raises(ValueError, match=message):
+        config.validate()
