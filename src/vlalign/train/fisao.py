@@ -316,7 +316,9 @@ class FisaoRounds:
         for start in range(0, len(distinct), self.pairs_per_micro):
             chunk = distinct[start:start + self.pairs_per_micro]
             batch = self._collate(chunk, answers, images, questions)
-            passes = [(ref, reference(batch, None, []))] + ([(old, pair_logps(policy, batch))] if old else [])
+            passes = [(ref, reference(batch, None, []))]
+            if old is not None:
+                passes.append((old, pair_logps(policy, batch)))
             for target, logps in passes:
                 for side, (values, side_mask) in enumerate(((logps.chosen, logps.chosen_mask),
                                                             (logps.rejected, logps.rejected_mask))):
