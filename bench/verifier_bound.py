@@ -8,7 +8,9 @@ every object it names with the verifier (FiSAO's reward before calibration), and
 AUC of correct vs hallucinated mentions, then what a model would reach if it learned exactly to
 drop the mentions the verifier scores lowest and changed nothing else: CHAIR_i and the share of
 correct mentions kept (recall falls in proportion). A policy that learns from this reward alone
-sees objects only as well as the verifier does, so this is about where it can get.
+sees objects only as well as the verifier does, so this is about where it can get. On a world,
+it then scores every category in each of those images: present objects against absent ones
+usual for the image's scene, and against other absent ones.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ def main() -> None:
             images.append(data.image(row["image_id"]))
             categories.append(named)
             correct += [c in truth for c in named]
-    scores = np.array([s for row in Verifier.load(args.verifier, patch_level=args.patch_level).score(images, categories)
-                       for s in row])
+    verifier = Verifier.load(args.verifier, patch_level=args.patch_level)
+    scores = np.array([s for row in verifier.score(images, categories) for s in row])
     y = np.array(correct)
     print(f"{len(y)} mentions in {len(images)} descriptions, {(~y).sum()} hallucinated "
           f"(CHAIR_i {100 * (~y).mean():.1f}); verifier ROC AUC {roc_auc(y.tolist(), scores.tolist()):.3f} "
@@ -55,6 +57,33 @@ def main() -> None:
         chair_i = (~y[keep]).mean()
         print(f"| {share}% | {100 * chair_i:.1f} | {100 * (chair_i / (~y).mean() - 1):+.0f}% | "
               f"{100 * y[keep].sum() / y.sum():.0f}% |")
+    if data.kind == "world":
+        every_pair(data, verifier, [row["image_id"] for row in result["chair"]["captions"]])
+
+
+def every_pair(data, verifier: Verifier, ids: list[int]) -> None:
+    """The verifier on every (image, category) pair: can it see objects, or does it read the scene?
+
+    A present object against an absent one that is usual for the image's scene, and against an
+    absent one that is not: a verifier that recognised objects would separate both alike.
+    """
+    scenes = json.loads((data.root / "vocab.json").read_text())["scenes"]
+    scene_of = {im["id"]: im.get("scene") for im in data.instances["images"]}
+    names = {c["id"]: c["name"] for c in data.instances["categories"]}
+    present = {i: set() for i in ids}
+    for ann in data.instances["annotations"]:
+        if ann["image_id"] in present:
+            present[ann["image_id"]].add(names[ann["category_id"]])
+    everything = sorted(names.values())
+    scores = verifier.score([data.image(i) for i in ids], [everything] * len(ids))
+    there, usual, other = [], [], []
+    for i, row in zip(ids, scores):
+        for category, score in zip(everything, row):
+            (there if category in present[i] else usual if category in scenes.get(scene_of[i], []) else other).append(score)
+    auc = lambda absent: roc_auc([True] * len(there) + [False] * len(absent), there + absent)  # noqa: E731
+    print(f"\nevery (image, category) pair of the {len(ids)} images: {len(there)} present, {len(usual)} absent but "
+          f"usual for the scene, {len(other)} other absent; verifier ROC AUC of present against absent-usual "
+          f"{auc(usual):.3f}, against other absent {auc(other):.3f}")
 
 
 if __name__ == "__main__":
