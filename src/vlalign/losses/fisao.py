@@ -138,6 +138,8 @@ def token_weighted_dpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, ref_
     """
     chosen = (chosen_weights * (policy_chosen - ref_chosen.detach()), chosen_mask)
     rejected = (rejected_weights * (policy_rejected - ref_rejected.detach()), rejected_mask)
+    # The weighted log-ratios go in as the policy's sequence values and the reference's as 0:
+    # dpo_loss takes their difference, so the loss and its rewards are those of h above.
     zeros = torch.zeros(policy_chosen.shape[0], device=policy_chosen.device)
     return dpo_loss(sequence_logps(*chosen), sequence_logps(*rejected), zeros, zeros, beta=beta,
                     label_smoothing=label_smoothing)

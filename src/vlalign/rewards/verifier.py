@@ -282,8 +282,8 @@ def best_and_worst(totals: Sequence[float], k: int) -> list[tuple[int, int]]:
     """Each image's best and worst answer by total reward (fisao-dpo's preference pairs, as CSR's).
 
     Args:
-        totals: one number per answer, ``k`` answers per image in a row (image i's at
-            ``[i*k, (i+1)*k)``): the sum of its mentions' rewards.
+        totals: one score per answer, ``k`` answers per image in a row (image i's at
+            ``[i*k, (i+1)*k)``): the sum (or mean) of its mentions' rewards.
         k: answers per image.
 
     Returns:
