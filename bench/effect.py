@@ -27,6 +27,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from vlalign.train.config import SAMPLING_METHODS
+
 RECIPES = {"dpo": ("world_dpo.yaml", []), "povid": ("world_povid.yaml", []), "tpo": ("world_tpo.yaml", []),
            "tpo-detached": ("world_tpo.yaml", ["detach_weights=true"]), "fisao": ("world_fisao.yaml", []),
            "fisao-dpo": ("world_fisao_dpo.yaml", [])}
@@ -52,7 +54,7 @@ def train_and_evaluate(args, method: str, seed: int) -> tuple[dict, float]:
     with open(f"{run}.log", "a") as log:
         if not (run / "model").is_dir():
             recipe, sets = RECIPES[method]
-            inputs = (["--prompts", args.world, "--verifier", args.verifier] if method.startswith("fisao")
+            inputs = (["--prompts", args.world, "--verifier", args.verifier] if method in SAMPLING_METHODS
                       else ["--data", args.data])
             cmd = [sys.executable, "-m", "vlalign", "train", "--config", f"recipes/train/{recipe}", "--model",
                    args.base, *inputs, "--out", str(run), "--set", f"seed={seed}",

@@ -11,9 +11,9 @@ ROC AUC down to each ``--auc`` (AUC = Phi(1 / (sigma * sqrt 2)) for two unit-apa
 drawn once per (image, object). Random noise is the kindest kind of error: a real verifier's
 errors may fall on exactly the objects the model hallucinates. The calibration is the oracle's
 own (means 1 and 0), so without noise a mention earns +1 or -1. Everything else is the demo's
-FiSAO: ``recipes/train/world_fisao.yaml`` with 16 rounds (and any ``--set`` overrides), trained
-from ``--base``/llava (``--recipe recipes/train/world_fisao_dpo.yaml`` for fisao-dpo), evaluated with CHAIR and POPE by Yes/No scores on ``--eval-images`` test
-images. Compare with the real verifier's AUC in a FiSAO run's ``calibration_summary.json``.
+FiSAO: ``recipes/train/world_fisao.yaml`` with 16 rounds (and any ``--set`` overrides; ``--recipe
+recipes/train/world_fisao_dpo.yaml`` for fisao-dpo), trained from ``--base``/llava, evaluated
+with CHAIR and POPE by Yes/No scores on ``--eval-images`` test images. Compare with the real verifier's AUC in a FiSAO run's ``calibration_summary.json``.
 
 Bench only: the oracle replaces ``Verifier.load`` and tags each image the run opens with its
 id, which the library never does; a world's ground truth is not available for real data.
@@ -123,8 +123,8 @@ def main() -> None:
         base = metrics(evaluate(Path(args.base) / "llava", args.world, "all",
                                 EvalConfig(num_images=args.eval_images, pope_mode="logits")))
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"{Path(args.recipe).name} with an oracle verifier ({' '.join(args.set)}); test split, {args.eval_images} images, "
-          f"seeds {args.seeds}\n")
+    print(f"{Path(args.recipe).name} with an oracle verifier ({' '.join(args.set)}); test split, "
+          f"{args.eval_images} images, seeds {args.seeds}\n")
     print("| verifier AUC | CHAIR_s | CHAIR_i | Recall | POPE F1 adv | CHAIR_i vs base | Recall vs base |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| base | {base['CHAIR_s']:.1f} | {base['CHAIR_i']:.1f} | {base['Recall']:.1f} | {base['F1 adv']:.1f} | | |")

@@ -35,18 +35,20 @@ def main() -> None:
     result = json.loads(open(args.eval).read())
     data = open_data(args.world or result["data"], result["config"]["split"])
     finder = object_finder(data.vocab)
-    images, categories, correct = [], [], []
-    for row in result["chair"]["captions"]:
-        named = list(dict.fromkeys(m.category for m in finder(row["caption"])))  # each category once, as CHAIR
-        if named:
-            truth = set(row["ground_truth"])
-            images.append(data.image(row["image_id"]))
-            categories.append(named)
-            correct += [c in truth for c in named]
+    rows = result["chair"]["captions"]
+    everything = list(data.vocab.categories)
+    column = {c: k for k, c in enumerate(everything)}
     verifier = Verifier.load(args.verifier, patch_level=args.patch_level)
-    scores = np.array([s for row in verifier.score(images, categories) for s in row])
-    y = np.array(correct)
-    print(f"{len(y)} mentions in {len(images)} descriptions, {(~y).sum()} hallucinated "
+    # Every category in every image, each image embedded once: the mentions' scores are a subset.
+    table = np.array(verifier.score([data.image(row["image_id"]) for row in rows], [everything] * len(rows)))
+    scores, correct, described = [], [], 0
+    for i, row in enumerate(rows):
+        named = list(dict.fromkeys(m.category for m in finder(row["caption"])))  # each category once, as CHAIR
+        described += bool(named)
+        scores += [table[i, column[c]] for c in named]
+        correct += [c in row["ground_truth"] for c in named]
+    scores, y = np.array(scores), np.array(correct)
+    print(f"{len(y)} mentions in {described} descriptions, {(~y).sum()} hallucinated "
           f"(CHAIR_i {100 * (~y).mean():.1f}); verifier ROC AUC {roc_auc(y.tolist(), scores.tolist()):.3f} "
           f"({'patch' if args.patch_level else 'global'}); mean score correct {scores[y].mean():.4f}, "
           f"hallucinated {scores[~y].mean():.4f}\n")
@@ -58,31 +60,27 @@ def main() -> None:
         print(f"| {share}% | {100 * chair_i:.1f} | {100 * (chair_i / (~y).mean() - 1):+.0f}% | "
               f"{100 * y[keep].sum() / y.sum():.0f}% |")
     if data.kind == "world":
-        every_pair(data, verifier, [row["image_id"] for row in result["chair"]["captions"]])
+        every_pair(data, rows, table, everything)
 
 
-def every_pair(data, verifier: Verifier, ids: list[int]) -> None:
+def every_pair(data, rows: list[dict], table: np.ndarray, categories: list[str]) -> None:
     """The verifier on every (image, category) pair: can it see objects, or does it read the scene?
 
     A present object against an absent one that is usual for the image's scene, and against an
     absent one that is not: a verifier that recognised objects would separate both alike.
+    ``table[i, j]`` is the score of ``categories[j]`` in the image of ``rows[i]``.
     """
     scenes = json.loads((data.root / "vocab.json").read_text())["scenes"]
     scene_of = {im["id"]: im.get("scene") for im in data.instances["images"]}
-    names = {c["id"]: c["name"] for c in data.instances["categories"]}
-    present = {i: set() for i in ids}
-    for ann in data.instances["annotations"]:
-        if ann["image_id"] in present:
-            present[ann["image_id"]].add(names[ann["category_id"]])
-    everything = sorted(names.values())
-    scores = verifier.score([data.image(i) for i in ids], [everything] * len(ids))
     there, usual, other = [], [], []
-    for i, row in zip(ids, scores):
-        for category, score in zip(everything, row):
-            (there if category in present[i] else usual if category in scenes.get(scene_of[i], []) else other).append(score)
+    for row, image_scores in zip(rows, table):
+        usual_here = scenes.get(scene_of[row["image_id"]], [])
+        for category, score in zip(categories, image_scores):
+            kind = there if category in row["ground_truth"] else usual if category in usual_here else other
+            kind.append(float(score))
     auc = lambda absent: roc_auc([True] * len(there) + [False] * len(absent), there + absent)  # noqa: E731
-    print(f"\nevery (image, category) pair of the {len(ids)} images: {len(there)} present, {len(usual)} absent but "
-          f"usual for the scene, {len(other)} other absent; verifier ROC AUC of present against absent-usual "
+    print(f"\nevery (image, category) pair of the {len(rows)} images: {len(there)} present, {len(usual)} absent "
+          f"but usual for the scene, {len(other)} other absent; verifier ROC AUC of present against absent-usual "
           f"{auc(usual):.3f}, against other absent {auc(other):.3f}")
 
 

@@ -168,8 +168,13 @@ def test_a_resumed_fisao_dpo_run_ends_with_the_weights_of_an_uninterrupted_one(t
                                                                                fixed_calibration):
     inputs = FisaoInputs(tiny_base / "clip", tiny_world)
     model = tiny_base / "llava"
-    config = lambda: _dpo_config(prompts_per_round=3, samples=2)  # noqa: E731  3 micro-batches an epoch, 6 a round
+    config = lambda: _dpo_config(prompts_per_round=3, samples=6)  # noqa: E731  3 micro-batches an epoch, 6 a round
     train(model, tiny_world, tmp_path / "whole", config(), fisao=inputs)
+    rows = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    # the tiny model's answers must give preferences in both rounds, and the policy must move,
+    # or the two runs would agree trivially
+    assert len(rows) == 12 and all(r["fisao_dpo/pairs"] > 0 for r in rows)
+    assert abs(rows[-1]["rewards/margin"]) > 1e-3
 
     class Stop(Exception):
         pass
