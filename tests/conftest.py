@@ -21,7 +21,8 @@ TINY_SIZES = dict(image_size=32, patch_size=16, vision_hidden=32, vision_layers=
 
 def tiny_pretrain_config(**overrides) -> PretrainConfig:
     fields = dict(sizes=TinySizes(**TINY_SIZES), clip_steps=3, clip_batch_size=16, llava_epochs=0.5,
-                  llava_batch_size=8, vocab_size=400)
+                  llava_batch_size=8, vocab_size=400,
+                  patch_align_steps=3, patch_align_batch_size=16)
     fields.update(overrides)
     return PretrainConfig(**fields)
 

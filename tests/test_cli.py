@@ -83,7 +83,7 @@ def test_pretrain_on_malformed_world_names_file_and_line(tmp_path, tiny_world, c
 
 def test_pretrain_command_end_to_end(tmp_path, tiny_world):
     sizes = [f"sizes.{k}={v}" for k, v in TINY_SIZES.items()]
-    sets = [*sizes, "clip_steps=2", "clip_batch_size=8", "llava_epochs=0.2", "llava_batch_size=8"]
+    sets = [*sizes, "clip_steps=2", "clip_batch_size=8", "llava_epochs=0.2", "llava_batch_size=8", "patch_align_steps=0"]
     proc = subprocess.run([sys.executable, "-m", "vlalign", "world", "pretrain", "--world", str(tiny_world),
                            "--out", str(tmp_path / "base"), *_sets("--set", sets)],
                           capture_output=True, text=True, timeout=300)
@@ -93,6 +93,14 @@ def test_pretrain_command_end_to_end(tmp_path, tiny_world):
     again = subprocess.run([sys.executable, "-m", "vlalign", "world", "pretrain", "--world", str(tiny_world),
                             "--out", str(tmp_path / "base")], capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "not empty" in again.stderr
+    align = [sys.executable, "-m", "vlalign", "world", "align-patches", "--world", str(tiny_world),
+             "--base", str(tmp_path / "base"), "--set", "patch_align_steps=2", "--set", "patch_align_batch_size=8"]
+    proc = subprocess.run(align, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"{tmp_path / 'base'}/clip: 2 patch alignment steps in" in proc.stdout
+    again = subprocess.run(align, capture_output=True, text=True, timeout=120)
+    lines = again.stderr.strip().splitlines()
+    assert again.returncode == 2 and len(lines) == 1 and "already had 2 patch alignment steps" in lines[0]
 
 
 def test_demo_trains_every_method_reports_then_reuses(tmp_path):
@@ -100,7 +108,8 @@ def test_demo_trains_every_method_reports_then_reuses(tmp_path):
 
     run = tmp_path / "run"
     sizes = [f"sizes.{k}={v}" for k, v in TINY_SIZES.items()]
-    pretrain_sets = [*sizes, "clip_steps=2", "clip_batch_size=8", "llava_epochs=0.2", "llava_batch_size=8"]
+    pretrain_sets = [*sizes, "clip_steps=2", "clip_batch_size=8", "llava_epochs=0.2", "llava_batch_size=8",
+                     "patch_align_steps=2", "patch_align_batch_size=8"]
     train_sets = ["max_steps=2", "batch_size=2", "fisao:fisao.prompts_per_round=2", "fisao:fisao.samples=2",
                   "fisao:fisao.max_new_tokens=8"]
     # A tiny random model names too few objects to measure FiSAO's reward baselines; a run

@@ -86,6 +86,18 @@ def cmd_world_make(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world_align_patches(args: argparse.Namespace) -> int:
+    from vlalign.config import load_config
+    from vlalign.world.pretrain import PretrainConfig, add_patch_alignment
+
+    config = load_config(PretrainConfig, args.config, args.set)
+    _quiet_transformers()
+    summary = add_patch_alignment(args.world, args.base, config, on_step=_step_bars())
+    print(f"{args.base}/clip: {summary['config']['patch_align_steps']} patch alignment steps "
+          f"in {summary['patch_align_seconds']:.0f}s")
+    return 0
+
+
 def cmd_world_pretrain(args: argparse.Namespace) -> int:
     from vlalign.config import load_config
     from vlalign.world.pretrain import PretrainConfig, pretrain
@@ -365,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     pre.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     pre.set_defaults(func=cmd_world_pretrain)
+
+    align = world_sub.add_parser("align-patches", help="add the patch alignment stage to a base pretrained without it")
+    align.add_argument("--world", required=True, help="the world the base was pretrained on")
+    align.add_argument("--base", required=True, help="directory made by `vlalign world pretrain` (clip/ is replaced)")
+    align.add_argument("--config", help="YAML file of PretrainConfig fields; only patch_align_* and threads are read")
+    align.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    align.set_defaults(func=cmd_world_align_patches)
 
     ev = sub.add_parser("eval", help="hallucination metrics: CHAIR (descriptions) and POPE (yes/no probing)")
     ev.add_argument("what", choices=("chair", "pope", "all"), help="which benchmark")

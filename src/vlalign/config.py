@@ -58,6 +58,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return _build(cls, data, where)
 
 
+def config_from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """Build ``cls`` from plain data (what :func:`config_to_dict` saved); errors name ``where``."""
+    return _build(cls, data, where)
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """Plain-data copy of a config, for saving next to what it produced."""
     return dataclasses.asdict(config)

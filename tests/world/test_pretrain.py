@@ -53,13 +53,27 @@ def test_base_models_load_and_generate_without_vlalign(tiny_base, tiny_world):
     assert result["vlalign_imported"] is False
 
 
-def test_llava_vision_tower_is_the_clip_vision_tower(tiny_base):
+def test_llava_vision_tower_is_the_clip_vision_tower_up_to_the_layer_it_reads(tiny_base):
     from transformers import AutoModelForImageTextToText
 
     llava = AutoModelForImageTextToText.from_pretrained(tiny_base / "llava")
     clip = CLIPModel.from_pretrained(tiny_base / "clip")
+    tower = llava.model.vision_tower.state_dict()
+    last = f"encoder.layers.{clip.config.vision_config.num_hidden_layers - 1}."
+    aligned = [name for name in clip.vision_model.state_dict() if name.startswith((last, "post_layernorm."))]
+    assert aligned  # trained by align_patches after LLaVA copied the tower; LLaVA reads layer -2
     for name, tensor in clip.vision_model.state_dict().items():
-        torch.testing.assert_close(llava.model.vision_tower.state_dict()[name], tensor, rtol=0, atol=0)
+        if name not in aligned:
+            torch.testing.assert_close(tower[name], tensor, rtol=0, atol=0)
+    assert any(not torch.equal(tower[name], clip.vision_model.state_dict()[name]) for name in aligned)
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        read = llava.model.get_image_features(pixel_values=pixels, vision_feature_layer=-2,
+                                               vision_feature_select_strategy="default")
+        read = read.pooler_output if hasattr(read, "pooler_output") else read
+        features = clip.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+        expected = llava.model.multi_modal_projector(features)
+    torch.testing.assert_close(torch.cat(list(read)).reshape(expected.shape), expected, rtol=0, atol=0)
 
 
 def test_training_tokens_match_what_generation_sees(tiny_base, tiny_world):
@@ -103,49 +117,6 @@ def test_pretrain_refuses_mismatched_image_size(tmp_path, tiny_world):
     config.sizes.image_size = 48  # the world has 32 px images
     with pytest.raises(UserError, match="image_size"):
         pretrain(tiny_world, tmp_path / "out", config)
-
-
-def test_patch_labels_mark_patches_an_object_covers():
-    from vlalign.world.pretrain import patch_labels
-
-    # 32 px image, 16 px patches: a 2x2 grid, row-major. Object 1 fills the top-left patch
-    # exactly; object 2 covers 4 px (25%) of the top-right patch's width and all its height
-    # plus the whole bottom-right patch; a sliver of 2 px (12.5%) into bottom-left is below 15%.
-    instances = {
-        "categories": [{"id": 1, "name": "cup"}, {"id": 2, "name": "dog"}],
-        "annotations": [
-            {"image_id": 7, "category_id": 1, "segmentation": [[0, 0, 16, 0, 16, 16, 0, 16]]},
-            {"image_id": 7, "category_id": 2, "segmentation": [[28, 0, 32, 0, 32, 32, 28, 32]]},
-            {"image_id": 7, "category_id": 2, "segmentation": [[16, 16, 32, 16, 32, 32, 16, 32]]},
-            {"image_id": 7, "category_id": 1, "segmentation": [[14, 16, 16, 16, 16, 32, 14, 32]]},
-        ],
-    }
-    labels = patch_labels(instances, [7], ["cup", "dog"], image_size=32, patch_size=16)
-    assert labels.shape == (1, 4, 2)
-    # PIL fills polygon edges inclusively, so coverage is slightly above the geometric area.
-    assert labels[0].tolist() == [[1, 0], [0, 1], [0, 0], [0, 1]]
-
-
-def test_feature_scale_normalisation_changes_nothing_clip_computes(tiny_base):
-    from vlalign.world.pretrain import normalize_feature_scale
-
-    clip = CLIPModel.from_pretrained(tiny_base / "clip")
-    pixels = torch.randn(4, 3, 32, 32)
-    ids = torch.tensor([[1, 5, 6, 3]])
-    with torch.no_grad():
-        clip.vision_model.pre_layrnorm.weight.mul_(30.0)  # a large stream, as long training makes
-        clip.vision_model.pre_layrnorm.bias.mul_(30.0)
-        before = clip(input_ids=ids, pixel_values=pixels, output_hidden_states=True)
-        factor = normalize_feature_scale(clip, pixels)
-        after = clip(input_ids=ids, pixel_values=pixels, output_hidden_states=True)
-    old = before.vision_model_output.hidden_states[-2][:, 1:]
-    new = after.vision_model_output.hidden_states[-2][:, 1:]
-    assert old.pow(2).mean().sqrt().item() > 5
-    assert new.pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=1e-4)
-    assert torch.allclose(new, old * factor, atol=1e-4)  # every feature scaled by one factor
-    assert torch.allclose(after.image_embeds, before.image_embeds, atol=1e-4)
-    assert torch.allclose(after.logits_per_image, before.logits_per_image, atol=1e-3)
-
 
 
 def test_expected_objects_add_one_usual_absent_object_to_descriptions_only(tiny_world):

@@ -1,11 +1,15 @@
 """``vlalign world pretrain``: the world's base models, as LLaVA-1.5 is built, in miniature.
 
 1. A byte-level BPE tokenizer trained on the world's text.
-2. A ``CLIPModel`` trained contrastively on (image, caption) pairs. It is saved on its own
-   (FiSAO's verifier) and its vision tower becomes the VLM's, as CLIP ViT-L/14 is LLaVA-1.5's.
+2. A ``CLIPModel`` trained contrastively on (image, caption) pairs
+   (:mod:`vlalign.world.clip_training`). Its vision tower becomes the VLM's, as CLIP ViT-L/14
+   is LLaVA-1.5's.
 3. A ``LlavaForConditionalGeneration``: vision tower frozen, projector and language model
    trained on the world's instruction data (descriptions and yes/no questions), loss on the
    answers only.
+4. The CLIP's layers above the one LLaVA reads are trained so that its patch embeddings name
+   objects (:func:`~vlalign.world.clip_training.align_patches`), and it is saved on its own:
+   FiSAO's verifier.
 
 The base model hallucinates for the reasons large VLMs do: training images follow the scene
 priors, so naming an object's usual company is usually right there (the test split breaks
@@ -15,7 +19,7 @@ usual for the scene (:func:`add_expected_objects`), as machine-written instructi
 
 from __future__ import annotations
 
-import math
+import json
 import re
 import time
 from collections.abc import Callable
@@ -25,16 +29,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from transformers import AutoProcessor, CLIPModel
 
-from vlalign.config import config_to_dict
+from vlalign.config import config_from_dict, config_to_dict
 from vlalign.errors import UserError
 from vlalign.io import atomic_dir, write_json
 from vlalign.models.tiny import (
     IMAGE,
     TinySizes,
-    build_clip,
     build_llava,
     clip_processor,
     clip_text_tokenizer,
@@ -42,12 +44,24 @@ from vlalign.models.tiny import (
     llava_processor,
     train_tokenizer,
 )
+from vlalign.world.clip_training import (
+    ClipTargets,
+    align_patches,
+    normalize_feature_scale,
+    optimizer_step,
+    train_clip,
+    warmup_cosine,
+)
 from vlalign.world.dataset import World
 from vlalign.world.text import DESCRIBE_PROMPTS, article, object_prompt, object_word
 from vlalign.world.vocab import BY_NAME, POSITIONS, SIZES
 
 # (stage, step, total, metrics) -> None; the CLI turns it into a progress bar.
 StepCallback = Callable[[str, int, int, dict[str, float]], None]
+
+
+# What `vlalign world align-patches` takes from its own config; the rest comes from the base's pretrain.json.
+PATCH_ALIGN_FIELDS = ("patch_align_steps", "patch_align_batch_size", "patch_align_lr", "patch_align_weight", "threads")
 
 
 @dataclass
@@ -62,6 +76,10 @@ class PretrainConfig:
     clip_lr: float = 2e-3
     clip_object_weight: float = 2.0  # weight of the per-category sigmoid loss (see train_clip)
     clip_patch_weight: float = 5.0  # weight of the per-patch object loss (see train_clip); 0 = off
+    patch_align_steps: int = 2000  # after LLaVA: patch embeddings that name objects (align_patches); 0 = off
+    patch_align_batch_size: int = 64
+    patch_align_lr: float = 3e-3
+    patch_align_weight: float = 20.0  # weight of the dense per-patch loss (see align_patches)
     llava_epochs: float = 5.0  # passes over sft_train.jsonl (fractions allowed)
     expected_object_rate: float = 0.5  # descriptions that name one more, absent object (add_expected_objects)
     llava_batch_size: int = 32
@@ -73,22 +91,12 @@ class PretrainConfig:
     def validate(self) -> None:
         if self.clip_steps < 1 or self.llava_epochs <= 0:
             raise ValueError("clip_steps and llava_epochs must be positive")
+        if self.patch_align_steps < 0 or self.patch_align_batch_size < 1 or self.patch_align_lr <= 0:
+            raise ValueError("patch_align_steps must be >= 0, patch_align_batch_size >= 1 and patch_align_lr > 0")
         if not 0.0 <= self.expected_object_rate <= 1.0:
             raise ValueError("expected_object_rate must be between 0 and 1")
         if self.sizes.image_size and self.sizes.image_size % self.sizes.patch_size:
             raise ValueError("sizes.image_size must be a multiple of sizes.patch_size")
-
-
-def _lr_lambda(total: int, warmup_ratio: float) -> Callable[[int], float]:
-    warmup = max(1, int(total * warmup_ratio))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
 
 
 class TrainImages:
@@ -134,116 +142,6 @@ def _chat_texts(world: World) -> list[str]:
     texts += [a["caption"] for a in world.coco("captions", "train")["annotations"]]
     texts += [object_prompt(w) for words in world.vocab["synonyms"].values() for w in words]
     return texts
-
-
-def patch_labels(instances: dict, ids: list[int], categories: list[str], image_size: int, patch_size: int,
-                 min_cover: float = 0.15) -> torch.Tensor:
-    """(N, patches, categories) multi-hot: which objects cover at least ``min_cover`` of each patch.
-
-    Rasterised from the annotations' polygons, in the vision tower's row-major patch order.
-    """
-    grid = image_size // patch_size
-    row_of = {image_id: k for k, image_id in enumerate(ids)}
-    column = {c["id"]: categories.index(c["name"]) for c in instances["categories"]}
-    labels = torch.zeros(len(ids), grid * grid, len(categories))
-    for ann in instances["annotations"]:
-        mask = Image.new("L", (image_size, image_size), 0)
-        ImageDraw.Draw(mask).polygon([float(v) for v in ann["segmentation"][0]], fill=1)
-        cover = torch.from_numpy(np.asarray(mask, dtype=np.float32))
-        cover = cover.reshape(grid, patch_size, grid, patch_size).mean((1, 3)).reshape(-1)  # (patches,)
-        row, col = row_of[ann["image_id"]], column[ann["category_id"]]
-        labels[row, :, col] = torch.maximum(labels[row, :, col], (cover >= min_cover).float())
-    return labels
-
-
-def train_clip(world: World, config: PretrainConfig, tokenizer, pixels: TrainImages, on_step: StepCallback | None = None):
-    """Train a tiny ``CLIPModel`` on the train split. Three terms, summed:
-
-    - CLIP's contrastive loss (InfoNCE, both directions) between images and their captions;
-    - a multi-label sigmoid loss between images and one prompt per category ("a photo of a
-      dog", a random synonym each step), positive where the category is annotated (SigLIP's
-      pairwise loss, with known positives instead of the diagonal). It is what teaches a small
-      encoder to see every object quickly, and what makes single-object phrases score well;
-    - a per-patch sigmoid loss: a linear head on the patch features LLaVA reads (layer -2)
-      predicts which objects cover each patch (from the annotations' polygons). CLIP learns
-      local features from 400M pairs; the world has exact masks instead, and with them a 1.6M
-      parameter encoder recognises objects in unseen scenes far better in the same compute.
-      The head is dropped after training.
-    """
-    captions = world.coco("captions", "train")
-    instances = world.coco("instances", "train")
-    files = {im["id"]: im["file_name"] for im in captions["images"]}
-    ids = sorted(files)
-    row_of = {image_id: k for k, image_id in enumerate(ids)}
-    texts_per_image: list[list[str]] = [[] for _ in ids]
-    for ann in captions["annotations"]:
-        texts_per_image[row_of[ann["image_id"]]].append(ann["caption"])
-    categories = sorted(world.vocab["synonyms"])
-    column = {c["id"]: categories.index(c["name"]) for c in instances["categories"]}
-    present = torch.zeros(len(ids), len(categories))
-    for ann in instances["annotations"]:
-        present[row_of[ann["image_id"]], column[ann["category_id"]]] = 1.0
-    text_tok = clip_text_tokenizer(tokenizer)
-    sizes = config.sizes
-    patches = patch_labels(instances, ids, categories, sizes.image_size, sizes.patch_size)
-
-    generator = torch.Generator().manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    model = build_clip(tokenizer, config.sizes)
-    model.train()
-    object_bias = torch.nn.Parameter(torch.tensor(-4.0))  # SigLIP's learned bias; not part of CLIPModel
-    patch_head = torch.nn.Linear(sizes.vision_hidden, len(categories))  # auxiliary, not saved
-    opt = torch.optim.AdamW([*model.parameters(), object_bias, *patch_head.parameters()], lr=config.clip_lr,
-                            weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config.clip_steps, config.warmup_ratio))
-    batch = min(config.clip_batch_size, len(ids))
-    for step in range(config.clip_steps):
-        rows = torch.randperm(len(ids), generator=generator)[:batch].tolist()
-        texts = [texts_per_image[r][rng.integers(len(texts_per_image[r]))] for r in rows]
-        for name in categories:
-            words = world.vocab["synonyms"][name]
-            texts.append(object_prompt(words[rng.integers(len(words))]))
-        enc = text_tok(texts, padding=True, truncation=True, return_tensors="pt")
-        out = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, output_hidden_states=True,
-                    pixel_values=pixels.get([f"images/train/{files[ids[r]]}" for r in rows]))
-        to_captions = out.logits_per_image[:, : len(rows)]  # (B, B), already times logit_scale
-        target = torch.arange(len(rows))
-        contrastive = (F.cross_entropy(to_captions, target) + F.cross_entropy(to_captions.T, target)) / 2
-        to_objects = out.logits_per_image[:, len(rows):] + object_bias  # (B, num_categories)
-        objects = F.binary_cross_entropy_with_logits(to_objects, present[rows])
-        patch_features = out.vision_model_output.hidden_states[-2][:, 1:]  # (B, patches, hidden), LLaVA's layer
-        per_patch = F.binary_cross_entropy_with_logits(patch_head(patch_features), patches[rows])
-        loss = contrastive + config.clip_object_weight * objects + config.clip_patch_weight * per_patch
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([*model.parameters(), *patch_head.parameters()], 1.0)
-        opt.step()
-        sched.step()
-        if on_step:
-            on_step("clip", step + 1, config.clip_steps, {"contrastive": contrastive.item(), "objects": objects.item(),
-                                                         "patches": per_patch.item()})
-    model.eval()
-    return model
-
-
-@torch.no_grad()
-def normalize_feature_scale(clip, pixel_values: torch.Tensor, layer: int = -2) -> float:
-    """Rescale ``clip``'s vision residual stream so that ``layer``'s patch features have unit RMS.
-
-    Every block of the vision tower reads its input through a LayerNorm, so multiplying the
-    stream's sources (the pre-LayerNorm's affine output, and each block's attention and MLP
-    output projections) by one factor scales every hidden state by it and changes nothing
-    CLIP computes (up to LayerNorm's epsilon). LLaVA, which reads the raw hidden states, then
-    gets inputs of a fixed scale however large the stream grew in training. Returns the factor.
-    """
-    vision = clip.vision_model
-    features = vision(pixel_values, output_hidden_states=True).hidden_states[layer][:, 1:]
-    factor = 1.0 / features.pow(2).mean().sqrt().item()
-    for module in (vision.pre_layrnorm, *(m for block in vision.encoder.layers
-                                          for m in (block.self_attn.out_proj, block.mlp.fc2))):
-        module.weight.mul_(factor)
-        module.bias.mul_(factor)
-    return factor
 
 
 def add_expected_objects(world: World, rows: list[dict[str, Any]], rate: float, seed: int) -> list[dict[str, Any]]:
@@ -307,7 +205,7 @@ def train_llava(world: World, config: PretrainConfig, tokenizer, clip, pixels: T
     opt = torch.optim.AdamW(params, lr=config.llava_lr, weight_decay=config.weight_decay)
     batch = min(config.llava_batch_size, len(rows))
     total = max(1, int(config.llava_epochs * len(rows) / batch))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, config.warmup_ratio))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, config.warmup_ratio))
     generator = torch.Generator().manual_seed(config.seed)
     order: list[int] = []
     for step in range(total):
@@ -325,11 +223,7 @@ def train_llava(world: World, config: PretrainConfig, tokenizer, clip, pixels: T
             labels[b, : len(ids)] = torch.where(torch.tensor(is_answer), torch.tensor(ids), -100)
         loss = model(input_ids=input_ids, attention_mask=attention, labels=labels,
                      pixel_values=pixels.get([rows[i]["image"] for i in picked])).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(loss, opt, sched, params)
         if on_step:
             on_step("llava", step + 1, total, {"loss": loss.item()})
     model.eval()
@@ -354,14 +248,19 @@ def pretrain(world_dir: str | Path, out: str | Path, config: PretrainConfig, ove
         tokenizer = train_tokenizer(_chat_texts(world), config.vocab_size)
         files = [f"images/train/{im['file_name']}" for im in world.coco("captions", "train")["images"]]
         pixels = TrainImages(world, files, image_processor(config.sizes))
-        clip = train_clip(world, config, tokenizer, pixels, on_step)
+        targets = ClipTargets.from_world(world, config.sizes)
+        clip = train_clip(targets, config, tokenizer, pixels, on_step)
         normalize_feature_scale(clip, pixels.pixel_values[:256])
         clip_seconds = time.perf_counter() - started
-        clip.save_pretrained(tmp / "clip")
-        clip_processor(tokenizer, config.sizes).save_pretrained(tmp / "clip")
         llava = train_llava(world, config, tokenizer, clip, pixels, on_step)
         llava.save_pretrained(tmp / "llava")
         llava_processor(tokenizer, config.sizes).save_pretrained(tmp / "llava")
+        aligned = time.perf_counter()
+        if config.patch_align_steps:
+            align_patches(clip, clip_text_tokenizer(tokenizer), targets, config, pixels, on_step)
+        patch_align_seconds = time.perf_counter() - aligned
+        clip.save_pretrained(tmp / "clip")
+        clip_processor(tokenizer, config.sizes).save_pretrained(tmp / "clip")
         summary = {
             "world": str(Path(world_dir).resolve()),
             "config": config_to_dict(config),
@@ -369,8 +268,49 @@ def pretrain(world_dir: str | Path, out: str | Path, config: PretrainConfig, ove
             "clip_parameters": sum(p.numel() for p in clip.parameters()),
             "llava_parameters": sum(p.numel() for p in llava.parameters()),
             "clip_seconds": round(clip_seconds, 1),
+            "patch_align_seconds": round(patch_align_seconds, 1),
             "total_seconds": round(time.perf_counter() - started, 1),
         }
         write_json(tmp / "pretrain.json", summary, indent=1)
     return summary
 
+
+
+def add_patch_alignment(world_dir: str | Path, base: str | Path, config: PretrainConfig,
+                        on_step: StepCallback | None = None) -> dict[str, Any]:
+    """Run :func:`align_patches` on the ``clip/`` of a base pretrained without it.
+
+    The base's own ``pretrain.json`` settings apply, but for the ``patch_align_*`` fields (and
+    ``threads``), which come from ``config``. The result equals a base pretrained with the stage
+    (tested): the stage trains nothing that LLaVA reads. ``clip/`` and ``pretrain.json`` are
+    replaced. Returns the new summary.
+    """
+    base = Path(base)
+    summary_path = base / "pretrain.json"
+    if not summary_path.is_file() or not (base / "clip" / "config.json").is_file():
+        raise UserError(f"{base}: expected a base made by `vlalign world pretrain` (pretrain.json, clip/)")
+    summary = json.loads(summary_path.read_text())
+    if summary["config"].get("patch_align_steps", 0):
+        raise UserError(f"{summary_path}: this base's CLIP already had {summary['config']['patch_align_steps']} "
+                        "patch alignment steps; pretrain again to change them")
+    fields = {**summary["config"], **{k: getattr(config, k) for k in PATCH_ALIGN_FIELDS}}
+    config = config_from_dict(PretrainConfig, fields, str(summary_path))
+    config.validate()
+    if not config.patch_align_steps:
+        raise UserError("patch_align_steps is 0: nothing to do")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    world = World(world_dir)
+    processor = AutoProcessor.from_pretrained(base / "clip")
+    clip = CLIPModel.from_pretrained(base / "clip", use_safetensors=True, dtype=torch.float32)
+    started = time.perf_counter()
+    files = [f"images/train/{im['file_name']}" for im in world.coco("captions", "train")["images"]]
+    pixels = TrainImages(world, files, processor.image_processor)
+    align_patches(clip, processor.tokenizer, ClipTargets.from_world(world, config.sizes), config, pixels, on_step)
+    with atomic_dir(base / "clip", overwrite=True) as tmp:
+        clip.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+    summary["config"] = config_to_dict(config)
+    summary["patch_align_seconds"] = round(time.perf_counter() - started, 1)
+    write_json(summary_path, summary, indent=1)
+    return summary
