@@ -115,7 +115,7 @@ def test_demo_trains_every_method_reports_then_reuses(tmp_path):
     # A tiny random model names too few objects to measure FiSAO's reward baselines; a run
     # directory that already holds them (as a resumed run's does) skips that measurement.
     (run / "train" / "fisao-seed0").mkdir(parents=True)
-    Calibration(0.3, 0.1, 10, 10, 0.8, False).save(run / "train" / "fisao-seed0" / "calibration.json")
+    Calibration(0.3, 0.1, 10, 10, 0.8, True).save(run / "train" / "fisao-seed0" / "calibration.json")  # patch level
     cmd = [sys.executable, "-m", "vlalign", "demo", "--out", str(run), "--eval-images", "4", "--jobs", "2",
            *_sets("--world-set", WORLD_SETS), *_sets("--pretrain-set", pretrain_sets), *_sets("--train-set", train_sets)]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

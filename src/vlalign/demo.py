@@ -58,7 +58,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # epochs (base POPE adversarial F1 in the demo 69.8, against 52.9 in batches of 16 and
         # 45.2 in batches of 32).
         "pretrain": ["clip_steps=500", "llava_epochs=6", "llava_batch_size=16", "sizes.llm_hidden=128",
-                     "sizes.llm_intermediate=384"],
+                     "sizes.llm_intermediate=384", "patch_align_steps=300"],
         "train": {"dpo": ["max_steps=100"], "povid": ["max_steps=80"], "tpo": ["max_steps=50"],
                   "fisao": ["fisao.rounds=5", "fisao.calibration_images=60"]},
         "eval_images": 200,
@@ -66,9 +66,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "standard": {
         "note": "the default world, a shorter pretraining and shorter method runs than the recipes",
         "world": [],
-        "pretrain": ["clip_steps=1600", "llava_epochs=2.5"],
+        "pretrain": ["clip_steps=1600", "llava_epochs=2.5", "patch_align_steps=800"],
+        # FiSAO's 20 rounds end with DPO's 400 steps on one worker while POVID and TPO run on the other.
         "train": {"dpo": ["max_steps=400"], "povid": ["max_steps=300"], "tpo": ["max_steps=160"],
-                  "fisao": ["fisao.rounds=16"]},
+                  "fisao": ["fisao.rounds=20"]},
         "eval_images": 500,
     },
     "full": {"note": "the default world and the world recipes unchanged", "world": [], "pretrain": [], "train": {},
