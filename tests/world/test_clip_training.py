@@ -135,3 +135,13 @@ def test_alignment_refuses_what_it_cannot_use(unaligned_base, tiny_world, tmp_pa
         add_patch_alignment(tiny_world, tmp_path, tiny_pretrain_config())
     with pytest.raises(UserError, match="patch_align_steps is 0"):
         add_patch_alignment(tiny_world, unaligned_base, tiny_pretrain_config(patch_align_steps=0))
+    broken = tmp_path / "broken"
+    shutil.copytree(unaligned_base, broken)
+    (broken / "pretrain.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"broken/pretrain.json: not a pretraining summary"):
+        add_patch_alignment(tiny_world, broken, tiny_pretrain_config())
+    other = json.loads((unaligned_base / "pretrain.json").read_text())
+    other["config"]["sizes"]["image_size"] = 48
+    (broken / "pretrain.json").write_text(json.dumps(other))
+    with pytest.raises(UserError, match="images are 32 px, but .* pretrained on 48 px"):
+        add_patch_alignment(tiny_world, broken, tiny_pretrain_config())

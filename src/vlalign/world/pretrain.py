@@ -289,18 +289,24 @@ def add_patch_alignment(world_dir: str | Path, base: str | Path, config: Pretrai
     summary_path = base / "pretrain.json"
     if not summary_path.is_file() or not (base / "clip" / "config.json").is_file():
         raise UserError(f"{base}: expected a base made by `vlalign world pretrain` (pretrain.json, clip/)")
-    summary = json.loads(summary_path.read_text())
+    try:
+        summary = json.loads(summary_path.read_text())
+        summary["config"]["seed"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{summary_path}: not a pretraining summary (expected JSON with a 'config')") from None
     if summary["config"].get("patch_align_steps", 0):
         raise UserError(f"{summary_path}: this base's CLIP already had {summary['config']['patch_align_steps']} "
                         "patch alignment steps; pretrain again to change them")
     fields = {**summary["config"], **{k: getattr(config, k) for k in PATCH_ALIGN_FIELDS}}
     config = config_from_dict(PretrainConfig, fields, str(summary_path))
-    config.validate()
     if not config.patch_align_steps:
         raise UserError("patch_align_steps is 0: nothing to do")
+    world = World(world_dir)
+    if world.image_size != config.sizes.image_size:
+        raise UserError(f"{world.root}: images are {world.image_size} px, but {summary_path} says the base was "
+                        f"pretrained on {config.sizes.image_size} px: pass the world it was pretrained on")
     if config.threads:
         torch.set_num_threads(config.threads)
-    world = World(world_dir)
     processor = AutoProcessor.from_pretrained(base / "clip")
     clip = CLIPModel.from_pretrained(base / "clip", use_safetensors=True, dtype=torch.float32)
     started = time.perf_counter()
