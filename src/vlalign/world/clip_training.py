@@ -38,7 +38,6 @@ def warmup_cosine(total: int, warmup_ratio: float) -> Callable[[int], float]:
     return factor
 
 
-
 def patch_labels(instances: dict, ids: list[int], categories: list[str], image_size: int, patch_size: int,
                  min_cover: float = 0.15) -> torch.Tensor:
     """(N, patches, categories) multi-hot: which objects cover at least ``min_cover`` of each patch.
