@@ -66,7 +66,7 @@ PATCH_ALIGN_FIELDS = ("patch_align_steps", "patch_align_batch_size", "patch_alig
 
 @dataclass
 class PretrainConfig:
-    """How the base models are trained. Defaults: about 23 minutes on 2 CPU cores."""
+    """How the base models are trained. Defaults: about half an hour on 2 CPU cores."""
 
     seed: int = 0
     vocab_size: int = 1024  # BPE merges stop earlier when the world's text runs out of pairs
