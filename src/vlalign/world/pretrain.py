@@ -100,7 +100,7 @@ class PretrainConfig:
 
 
 class TrainImages:
-    """Every training image through the CLIP image processor once, shared by both stages."""
+    """Every training image through the CLIP image processor once, shared by every stage (rows in ``paths`` order)."""
 
     def __init__(self, world: World, paths: list[str], processor):
         self.row = {p: k for k, p in enumerate(paths)}
@@ -246,9 +246,8 @@ def pretrain(world_dir: str | Path, out: str | Path, config: PretrainConfig, ove
     with atomic_dir(out, overwrite) as tmp:
         started = time.perf_counter()
         tokenizer = train_tokenizer(_chat_texts(world), config.vocab_size)
-        files = [f"images/train/{im['file_name']}" for im in world.coco("captions", "train")["images"]]
-        pixels = TrainImages(world, files, image_processor(config.sizes))
         targets = ClipTargets.from_world(world, config.sizes)
+        pixels = TrainImages(world, targets.paths, image_processor(config.sizes))
         clip = train_clip(targets, config, tokenizer, pixels, on_step)
         normalize_feature_scale(clip, pixels.pixel_values[:256])
         clip_seconds = time.perf_counter() - started
@@ -310,9 +309,9 @@ def add_patch_alignment(world_dir: str | Path, base: str | Path, config: Pretrai
     processor = AutoProcessor.from_pretrained(base / "clip")
     clip = CLIPModel.from_pretrained(base / "clip", use_safetensors=True, dtype=torch.float32)
     started = time.perf_counter()
-    files = [f"images/train/{im['file_name']}" for im in world.coco("captions", "train")["images"]]
-    pixels = TrainImages(world, files, processor.image_processor)
-    align_patches(clip, processor.tokenizer, ClipTargets.from_world(world, config.sizes), config, pixels, on_step)
+    targets = ClipTargets.from_world(world, config.sizes)
+    pixels = TrainImages(world, targets.paths, processor.image_processor)
+    align_patches(clip, processor.tokenizer, targets, config, pixels, on_step)
     with atomic_dir(base / "clip", overwrite=True) as tmp:
         clip.save_pretrained(tmp)
         processor.save_pretrained(tmp)
