@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
@@ -128,6 +129,8 @@ def test_demo_trains_every_method_reports_then_reuses(tmp_path):
     assert set(summary["timings"]) == stages and summary["complete"]
     assert summary["settings"]["train"]["fisao"]["fisao"]["samples"] == 2 and summary["settings"]["preset"] == "standard"
     assert summary["settings"]["train"]["dpo"]["max_steps"] == 2 and summary["settings"]["eval_images"] == 4
+    sources = Counter(json.loads(line)["source"] for line in (run / "prefs" / "objects.jsonl").read_text().splitlines())
+    assert summary["settings"]["data"]["questions"] == 1 and sources["inject:question"] > 0 < sources["inject:rules"]
     for name in ("base", "dpo-seed0", "fisao-seed0"):
         saved = json.loads((run / "eval" / f"{name}.json").read_text())
         assert saved["config"]["pope_mode"] == "logits" and len(saved["chair"]["captions"]) == 4

@@ -88,3 +88,5 @@ def test_a_run_directory_is_continued_only_with_its_settings(tmp_path):
                               "train": {"dpo": {"max_steps": 8}}})
     with pytest.raises(UserError, match=r"\(eval_images:"):
         check_reusable(path, {**settings, "eval_images": 200})
+    with pytest.raises(UserError, match=r"\(data:"):  # other preference data
+        check_reusable(path, {**settings, "data": {"questions": 1}})

@@ -183,7 +183,8 @@ def cmd_generate_inject(args: argparse.Namespace) -> int:
     from vlalign.generate.rules import RulesConfig
 
     rules = RulesConfig(seed=args.seed, edits=args.edits, kinds=args.kinds.split(",") if args.kinds else RulesConfig().kinds)
-    config = InjectConfig(split=args.split, backend=args.backend, limit=args.limit, on_bad=args.on_bad, rules=rules)
+    config = InjectConfig(split=args.split, backend=args.backend, limit=args.limit, on_bad=args.on_bad,
+                          questions=args.questions, rules=rules)
     try:
         config.validate()
     except ValueError as err:
@@ -202,7 +203,8 @@ def cmd_generate_inject(args: argparse.Namespace) -> int:
     counts = run_inject(args.data, args.out, config, conversations=args.conversations, openai_config=openai_config,
                         on_progress=bar)
     bar.close()
-    print(f"{counts['written']} preference records written to {args.out} "
+    questions = f" and {counts['questions']} existence questions" if config.questions else ""
+    print(f"{counts['written']} preference records{questions} written to {args.out} "
           f"({counts['already_done']} already there, {counts['bad']} bad inputs skipped, "
           f"{counts['no_edit']} answers no rule could edit, {counts['failed']} failed requests); "
           f"report: {report_path(args.out)}")
@@ -445,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     inj.add_argument("--limit", type=int, default=0, help="first N answers only (0 = all)")
     inj.add_argument("--on-bad", choices=("error", "skip"), default="error",
                      help="an unusable input (empty answer, missing image) stops the run (default) or is skipped and counted")
+    inj.add_argument("--questions", type=int, default=0,
+                     help="also N existence questions per image ('Is there a dog in the image?'), each about a "
+                     "present or, as often, an absent object that suits the scene; the wrong answer is rejected")
     inj.add_argument("--seed", type=int, default=0, help="rules: seed of the edits")
     inj.add_argument("--edits", type=int, default=1, help="rules: edits per answer")
     inj.add_argument("--kinds", help="rules: comma-separated edit kinds (default: all of insert, substitute, "

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -40,6 +41,42 @@ def test_inject_writes_one_record_per_answer_and_a_rerun_adds_nothing(tmp_path, 
     assert main(["generate", "inject", "--data", str(tiny_world), "--out", str(out)]) == 0
     assert out.read_bytes() == before
     assert f"0 preference records written to {out} ({len(expected)} already there" in capsys.readouterr().out
+
+
+def test_questions_add_true_answers_for_every_image_and_resume(tmp_path, tiny_world, capsys):
+    out = tmp_path / "p.jsonl"
+    args = ["generate", "inject", "--data", str(tiny_world), "--out", str(out), "--kinds", "insert", "--questions", "2"]
+    assert main(args) == 0
+    data = open_data(tiny_world, "train")
+    present = {}
+    for ann in data.instances["annotations"]:
+        present.setdefault(ann["image_id"], set()).add(ann["category_id"])
+    names = {c["name"]: c["id"] for c in data.instances["categories"]}
+    questions = [r for r in _lines(out) if r["source"] == "inject:question"]
+    images = {i.image_id for i in items(data)}
+    assert Counter(r["meta"]["image_id"] for r in questions) == {i: 2 for i in images}
+    for r in questions:
+        asked = r["meta"]["object"]
+        assert r["prompt"].startswith("Is there a") and r["prompt"].endswith(f" {asked} in the image?")
+        right = "Yes." if names[asked] in present.get(r["meta"]["image_id"], set()) else "No."
+        assert r["chosen"] == right and r["rejected"] == ({"Yes.", "No."} - {right}).pop()
+        assert (out.parent / r["image"]).is_file()
+    answers = Counter(r["chosen"] for r in questions)
+    assert answers["Yes."] > 0 and answers["No."] > 0
+    report = json.loads((tmp_path / "p.jsonl.report.json").read_text())
+    assert report["counts"]["questions"] == len(questions) == 2 * len(images)
+    assert f"and {len(questions)} existence questions written to {out}" in capsys.readouterr().out
+    before = out.read_bytes()
+    assert main(args) == 0  # a rerun finds every question there
+    assert out.read_bytes() == before
+    assert "0 preference records and 0 existence questions written" in capsys.readouterr().out
+
+
+def test_a_negative_question_count_is_a_user_error(tmp_path, tiny_world, capsys):
+    assert main(["generate", "inject", "--data", str(tiny_world), "--out", str(tmp_path / "p.jsonl"),
+                 "--questions", "-1"]) == 2
+    assert "questions must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "p.jsonl").exists()
 
 
 def _conversations(tmp_path, tiny_world, answer_of_second: str, image_of_second: str | None = None):

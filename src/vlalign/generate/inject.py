@@ -1,5 +1,8 @@
 """``vlalign generate inject``: preference records whose rejected answer is the correct one, made wrong.
 
+With ``questions``, each image also gets that many existence questions, their wrong answer
+rejected (:mod:`vlalign.generate.questions`).
+
 Output is appended one complete record at a time and a rerun skips ids already written, so a
 killed job resumes where it stopped. Inputs that cannot be used (empty answer, missing image)
 stop the job with their file and line, or with ``on_bad="skip"`` are skipped and counted;
@@ -11,12 +14,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vlalign.errors import UserError
 from vlalign.eval.run import open_data
+from vlalign.generate.questions import existence_pairs
 from vlalign.generate.rules import Injector, Knowledge, RulesConfig
 from vlalign.generate.sources import Item, items
 from vlalign.io import JsonlAppender, write_json
@@ -36,6 +42,7 @@ class InjectConfig:
     backend: str = "rules"
     limit: int = 0  # first N items only; 0 = all
     on_bad: str = "error"  # or "skip": count and report unusable inputs instead of stopping
+    questions: int = 0  # existence questions per image, besides the edited answers (vlalign.generate.questions)
     rules: RulesConfig = field(default_factory=RulesConfig)
 
     def validate(self) -> None:
@@ -45,6 +52,8 @@ class InjectConfig:
             raise ValueError(f"on_bad must be one of {', '.join(ON_BAD)}")
         if self.limit < 0:
             raise ValueError("limit must be >= 0")
+        if self.questions < 0:
+            raise ValueError("questions must be >= 0")
         self.rules.validate()
 
 
@@ -92,7 +101,8 @@ def run_inject(data_dir: str | Path, out: str | Path, config: InjectConfig, conv
         todo = todo[: config.limit]
     out = Path(out)
     skipped = list(bad_lines or [])
-    counts = {"items": len(todo), "written": 0, "already_done": 0, "bad": len(skipped), "no_edit": 0, "failed": 0}
+    counts = {"items": len(todo), "written": 0, "already_done": 0, "bad": len(skipped), "no_edit": 0, "failed": 0,
+              "questions": 0}
     with JsonlAppender(out) as writer:
         pending = usable(todo, writer.done, config.on_bad, counts, skipped)
         done = len(todo) - len(pending)
@@ -101,8 +111,8 @@ def run_inject(data_dir: str | Path, out: str | Path, config: InjectConfig, conv
             if on_progress:
                 on_progress(done + counts["written"] + counts["no_edit"] + counts["failed"], len(todo))
 
+        knowledge = Knowledge.from_coco(data.instances, _synonym_groups(data.vocab))
         if config.backend == "rules":
-            knowledge = Knowledge.from_coco(data.instances, _synonym_groups(data.vocab))
             injector = Injector(knowledge, config.rules)
             for item in pending:
                 edited = injector(item.answer, item.image_id, item.id)
@@ -130,8 +140,29 @@ def run_inject(data_dir: str | Path, out: str | Path, config: InjectConfig, conv
 
             inject([InjectRequest(i.id, i.image, i.prompt, i.answer) for i in pending], openai_config,
                    on_result=on_result)
+        if config.questions:
+            _write_questions(todo, knowledge, config, writer, out.parent, counts)
     write_json(report_path(out), {"output": str(out), "counts": counts, "skipped": skipped}, indent=1)
     return counts
+
+
+def _write_questions(todo: list[Item], knowledge: Knowledge, config: InjectConfig, writer: JsonlAppender,
+                     out_dir: Path, counts: dict[str, int]) -> None:
+    """``config.questions`` existence-question records for every usable image of ``todo``, in order."""
+    seen: set[int] = set()
+    for item in todo:
+        if item.image_id in seen or item.problem() is not None:
+            continue
+        seen.add(item.image_id)
+        key = f"question-{item.image_id}"
+        rng = np.random.default_rng([config.rules.seed, *key.encode()])  # per image, like the edits
+        for j, pair in enumerate(existence_pairs(knowledge, item.image_id, config.questions, rng)):
+            question = replace(item, id=f"{key}-{j}", prompt=pair.question, answer=pair.chosen)
+            if question.id in writer.done:
+                counts["already_done"] += 1
+                continue
+            writer.write(record(question, pair.rejected, "inject:question", out_dir, {"object": pair.object}))
+            counts["questions"] += 1
 
 
 def _synonym_groups(vocab) -> dict[str, list[str]]:

@@ -93,6 +93,18 @@ class Knowledge:
     def present(self, image_id: int) -> set[str]:
         return {i.category for i in self.images.get(image_id, [])}
 
+    def absent_object(self, present: set[str], exclude: set[str], rng: np.random.Generator,
+                      color: str | None = None) -> str | None:
+        """A category neither present nor in ``exclude`` (that can have ``color``, if given), drawn in
+        proportion to one plus how often it appears with the present ones: the absent objects a
+        scene makes plausible come up most, as in POPE's adversarial split."""
+        candidates = [c for c in sorted(self.words) if c not in present and c not in exclude
+                      and (color is None or color in self.colors.get(c, ()))]
+        if not candidates:
+            return None
+        weights = np.array([1.0 + sum(self.cooccur.get(p, {}).get(c, 0) for p in present) for c in candidates])
+        return candidates[int(rng.choice(len(candidates), p=weights / weights.sum()))]
+
 
 @dataclass(frozen=True)
 class Mention:
@@ -150,20 +162,7 @@ class Injector:
         config.validate()
         self.k, self.config = knowledge, config
         self.find = MentionFinder(knowledge.words)
-        self.categories = sorted(knowledge.words)
         self._all_colors = {c for colors in knowledge.colors.values() for c in colors}
-
-    # -- choosing an absent object ------------------------------------------------------------
-    def _absent_object(self, present: set[str], mentioned: set[str], rng: np.random.Generator,
-                       color: str | None = None) -> str | None:
-        """An absent category (that can have ``color``, if given), drawn in proportion to how often
-        it appears with the present ones."""
-        candidates = [c for c in self.categories if c not in present and c not in mentioned
-                      and (color is None or color in self.k.colors.get(c, ()))]
-        if not candidates:
-            return None
-        weights = np.array([1.0 + sum(self.k.cooccur.get(p, {}).get(c, 0) for p in present) for c in candidates])
-        return candidates[int(rng.choice(len(candidates), p=weights / weights.sum()))]
 
     def _word(self, category: str, rng: np.random.Generator) -> str:
         words = self.k.words[category]
@@ -179,7 +178,7 @@ class Injector:
 
     def _insert(self, text: str, image_id: int, rng) -> tuple[int, int, str] | None:
         present = self.k.present(image_id)
-        absent = self._absent_object(present, {m.category for m in self.find(text)}, rng)
+        absent = self.k.absent_object(present, {m.category for m in self.find(text)}, rng)
         if absent is None or _YES_NO.match(text):
             return None
         word = self._word(absent, rng)
@@ -202,8 +201,8 @@ class Injector:
         stated = re.search(r"\b(\w+)\s+$", before)
         color = stated.group(1) if stated and stated.group(1) in self._all_colors else None
         present, mentioned = self.k.present(image_id), {m.category for m in self.find(text)}
-        absent = (color and self._absent_object(present, mentioned, rng, color)) or \
-            self._absent_object(present, mentioned, rng)
+        absent = (color and self.k.absent_object(present, mentioned, rng, color)) or \
+            self.k.absent_object(present, mentioned, rng)
         if absent is None:
             return None
         word = self._word(absent, rng)
