@@ -22,6 +22,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,11 @@ class Knowledge:
         words = {name: list(synonyms.get(name, [name])) or [name] for name in names.values()}
         return cls(images, dict(cooccur), {k: sorted(v) for k, v in colors.items()}, words)
 
+    @cached_property
+    def categories(self) -> list[str]:
+        """Every category name, sorted: the order absent objects are drawn from."""
+        return sorted(self.words)
+
     def present(self, image_id: int) -> set[str]:
         return {i.category for i in self.images.get(image_id, [])}
 
@@ -98,7 +104,7 @@ class Knowledge:
         """A category neither present nor in ``exclude`` (that can have ``color``, if given), drawn in
         proportion to one plus how often it appears with the present ones: the absent objects a
         scene makes plausible come up most, as in POPE's adversarial split."""
-        candidates = [c for c in sorted(self.words) if c not in present and c not in exclude
+        candidates = [c for c in self.categories if c not in present and c not in exclude
                       and (color is None or color in self.colors.get(c, ()))]
         if not candidates:
             return None

@@ -274,7 +274,6 @@ def pretrain(world_dir: str | Path, out: str | Path, config: PretrainConfig, ove
     return summary
 
 
-
 def add_patch_alignment(world_dir: str | Path, base: str | Path, config: PretrainConfig,
                         on_step: StepCallback | None = None) -> dict[str, Any]:
     """Run :func:`align_patches` on the ``clip/`` of a base pretrained without it.
