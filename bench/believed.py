@@ -17,8 +17,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from vlalign.eval.generate import answer_yes_no
-from vlalign.eval.run import open_data
+from vlalign.data.datasets import open_data
+from vlalign.models.generation import answer_yes_no
 from vlalign.models.load import load_vlm
 
 

@@ -4,11 +4,11 @@
         [--verifier runs/base/clip] [--out runs/effect] [--methods dpo,povid,tpo,tpo-detached,fisao,fisao-dpo] \
         [--seeds 0,1,2] [--parallel 2]
 
-Each (method, seed) is `vlalign train --config recipes/train/world_{method}.yaml --set seed=S`
+Each (method, seed) is `vlalign train --config world/{method} --set seed=S` (the shipped train recipe)
 then `vlalign eval all` on the test split, run as the user would run them, ``--parallel`` at a
 time with one torch thread each (two single-threaded runs use 2 cores better than one run with
 two threads). Finished runs are reused, so an interrupted bench continues. ``tpo-detached`` is
-the TPO recipe with ``detach_weights: true``. ``fisao`` and ``fisao-dpo`` use no preference
+the TPO recipe with ``tpo.detach_weights: true``. ``fisao`` and ``fisao-dpo`` use no preference
 data: they sample answers about the world's train images and score them with ``--verifier``
 (their reward baselines come from the world's val split). The table gives each method's mean
 and standard deviation over seeds, and the change of CHAIR_i and Recall relative to the base
@@ -29,9 +29,9 @@ from pathlib import Path
 
 from vlalign.train.config import SAMPLING_METHODS
 
-RECIPES = {"dpo": ("world_dpo.yaml", []), "povid": ("world_povid.yaml", []), "tpo": ("world_tpo.yaml", []),
-           "tpo-detached": ("world_tpo.yaml", ["detach_weights=true"]), "fisao": ("world_fisao.yaml", []),
-           "fisao-dpo": ("world_fisao_dpo.yaml", [])}
+RECIPES = {"dpo": ("world/dpo", []), "povid": ("world/povid", []), "tpo": ("world/tpo", []),
+           "tpo-detached": ("world/tpo", ["tpo.detach_weights=true"]), "fisao": ("world/fisao", []),
+           "fisao-dpo": ("world/fisao_dpo", [])}
 SPLITS = ("random", "popular", "adversarial")
 
 
@@ -56,7 +56,7 @@ def train_and_evaluate(args, method: str, seed: int) -> tuple[dict, float]:
             recipe, sets = RECIPES[method]
             inputs = (["--prompts", args.world, "--verifier", args.verifier] if method in SAMPLING_METHODS
                       else ["--data", args.data])
-            cmd = [sys.executable, "-m", "vlalign", "train", "--config", f"recipes/train/{recipe}", "--model",
+            cmd = [sys.executable, "-m", "vlalign", "train", "--config", recipe, "--model",
                    args.base, *inputs, "--out", str(run), "--set", f"seed={seed}",
                    *[a for s in [*sets, *args.set] for a in ("--set", s)]]
             if run.exists():

@@ -16,9 +16,9 @@ import time
 
 import torch
 
+from vlalign.data.datasets import open_data
 from vlalign.eval import pope
-from vlalign.eval.generate import DecodingConfig, answer_yes_no, generate
-from vlalign.eval.run import open_data
+from vlalign.models.generation import DecodingConfig, answer_yes_no, generate
 from vlalign.models.load import load_vlm
 
 

@@ -2,7 +2,7 @@
 
     python bench/fisao_oracle.py --world runs/demo/world --base runs/demo/base --out runs/fisao_oracle \
         [--base-eval runs/demo/eval/base.json] [--auc 1.0,0.9,0.8] [--seeds 0] \
-        [--recipe recipes/train/world_fisao.yaml] [--set KEY=VALUE ...]
+        [--recipe world/fisao] [--set KEY=VALUE ...]
 
 FiSAO learns only what its verifier tells it. This bench swaps the world's CLIP for an oracle
 that knows which objects are in each train image: a mention scores 1 when its object is there
@@ -11,9 +11,10 @@ ROC AUC down to each ``--auc`` (AUC = Phi(1 / (sigma * sqrt 2)) for two unit-apa
 drawn once per (image, object). Random noise is the kindest kind of error: a real verifier's
 errors may fall on exactly the objects the model hallucinates. The calibration is the oracle's
 own (means 1 and 0), so without noise a mention earns +1 or -1. Everything else is the demo's
-FiSAO: ``recipes/train/world_fisao.yaml`` with 16 rounds (and any ``--set`` overrides; ``--recipe
-recipes/train/world_fisao_dpo.yaml`` for fisao-dpo), trained from ``--base``/llava, evaluated
-with CHAIR and POPE by Yes/No scores on ``--eval-images`` test images. Compare with the real verifier's AUC in a FiSAO run's ``calibration_summary.json``.
+FiSAO: the train recipe ``world/fisao`` with 16 rounds (and any ``--set`` overrides; ``--recipe
+world/fisao_dpo`` for fisao-dpo), trained from ``--base``/llava, evaluated
+with CHAIR and POPE by Yes/No scores on ``--eval-images`` test images. Compare with the real
+verifier's AUC in a FiSAO run's ``calibration_summary.json``.
 
 Bench only: the oracle replaces ``Verifier.load`` and tags each image the run opens with its
 id, which the library never does; a world's ground truth is not available for real data.
@@ -30,15 +31,17 @@ from pathlib import Path
 from statistics import NormalDist
 
 import torch
-from effect import metrics  # bench/effect.py, on the path when this runs as a script
 
 import vlalign.train.fisao as fisao_module
+from effect import metrics  # bench/effect.py, on the path when this runs as a script
 from vlalign.config import load_config
-from vlalign.eval.chair import ground_truth
-from vlalign.eval.run import EvalConfig, evaluate, open_data
+from vlalign.data.datasets import open_data
+from vlalign.eval.run import EvalConfig, evaluate
 from vlalign.io import write_json
 from vlalign.models.verifier import Verifier
+from vlalign.recipes import resolve_recipe
 from vlalign.rewards.verifier import Calibration
+from vlalign.text.ground_truth import ground_truth
 from vlalign.train.config import TrainConfig
 from vlalign.train.loop import train
 
@@ -90,7 +93,7 @@ def run(args, auc: float, seed: int, truth: dict[int, set[str]], holder: dict[st
     holder["oracle"] = OracleVerifier(truth, noise_for_auc(auc), seed)
     calibration = Path(args.out) / f"auc{auc:g}-seed{seed}.calibration.json"
     Calibration(1.0, 0.0, 1, 1, auc, False).save(calibration)
-    config = load_config(TrainConfig, args.recipe, [f"seed={seed}", *args.set])
+    config = load_config(TrainConfig, resolve_recipe(args.recipe, "train"), [f"seed={seed}", *args.set])
     train(Path(args.base) / "llava", args.world, out, config, resume=out.exists(),
           fisao=fisao_module.FisaoInputs(Path(args.base) / "clip", calibration))
     scores = evaluate(out / "model", args.world, "all", EvalConfig(num_images=args.eval_images, pope_mode="logits"))
@@ -107,7 +110,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--eval-images", type=int, default=500)
     parser.add_argument("--base-eval", help="the base model's `vlalign eval all` result (default: evaluate it)")
-    parser.add_argument("--recipe", default="recipes/train/world_fisao.yaml", help="fisao or fisao-dpo training recipe")
+    parser.add_argument("--recipe", default="world/fisao",
+                        help="fisao or fisao-dpo training recipe: a name (vlalign recipes) or a YAML file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override of the FiSAO recipe (after the demo's fisao.rounds=16)")
     args = parser.parse_args()
@@ -123,7 +127,7 @@ def main() -> None:
         base = metrics(evaluate(Path(args.base) / "llava", args.world, "all",
                                 EvalConfig(num_images=args.eval_images, pope_mode="logits")))
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"{Path(args.recipe).name} with an oracle verifier ({' '.join(args.set)}); test split, "
+    print(f"{args.recipe} with an oracle verifier ({' '.join(args.set)}); test split, "
           f"{args.eval_images} images, seeds {args.seeds}\n")
     print("| verifier AUC | CHAIR_s | CHAIR_i | Recall | POPE F1 adv | CHAIR_i vs base | Recall vs base |")
     print("|---:|---:|---:|---:|---:|---:|---:|")

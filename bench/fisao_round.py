@@ -3,7 +3,7 @@
     python bench/fisao_round.py --world runs/world --base runs/base [--rounds 3] [--threads 1]
                                 [--set key=value ...]
 
-Runs ``vlalign train --config recipes/train/world_fisao.yaml`` for ``--rounds`` rounds on the
+Runs ``vlalign train --config world/fisao`` for ``--rounds`` rounds on the
 world's base model, then reads the run's ``metrics.jsonl``: per round, the seconds spent
 sampling answers, scoring them (teacher-forced log-probs under the sampling policy and the
 reference; the verifier), and in the optimiser steps. Then it times the first round's sampling
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train" / "world_fisao.yaml"
+RECIPE = "world/fisao"  # the shipped train recipe
 
 
 def rounds_table(rows: list[dict]) -> list[dict[str, float]]:
@@ -56,13 +56,14 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from vlalign.config import load_config
-    from vlalign.eval.generate import generate
+    from vlalign.models.generation import generate
     from vlalign.models.load import load_vlm
+    from vlalign.recipes import resolve_recipe
     from vlalign.train.config import TrainConfig
     from vlalign.train.fisao import FisaoInputs, _decoding, _open, load_prompts
     from vlalign.train.loop import train
 
-    config = load_config(TrainConfig, RECIPE, [f"fisao.rounds={args.rounds}", *args.set])
+    config = load_config(TrainConfig, resolve_recipe(RECIPE, "train"), [f"fisao.rounds={args.rounds}", *args.set])
     base = Path(args.base)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"

@@ -18,8 +18,8 @@ import argparse
 from pathlib import Path
 
 import torch
-from train_step import load_model, optimizer_step, reset_high_water, timed_steps, train_config
 
+from train_step import load_model, optimizer_step, reset_high_water, timed_steps, train_config
 from vlalign import logps
 
 
@@ -39,8 +39,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
 
-    from vlalign.train.data import load_pairs
-    from vlalign.train.methods import dpo_step
+    from vlalign.data.pairs import load_pairs
+    from vlalign.logps import Scorer
+    from vlalign.methods import collate, dpo_step
     from vlalign.train.model import prepare_policy
     from vlalign.train.reference import make_reference
 
@@ -58,14 +59,14 @@ def main() -> None:
     reference = make_reference(config, policy, frozen, pairs, vlm, Path(args.model), args.device)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    batch = pairs.collate(vlm.processor, rows)[0].to(args.device)
+    batch = collate(pairs, vlm.processor, rows)[0].to(args.device)
     policy.train()
     autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     cuda = args.device == "cuda"
 
     def step() -> float:
         with autocast:
-            out = dpo_step(policy, reference, batch, rows, config)
+            out = dpo_step(Scorer(policy), reference, batch, rows, config)
         out.loss.backward()
         optimizer_step(params, optimizer)
         return out.loss.item()

@@ -21,13 +21,14 @@ from collections import Counter
 
 import torch
 
+from vlalign.data.corrupt import corrupt_pixels
+from vlalign.data.pairs import load_pairs
 from vlalign.eval.chair import Vocabulary, load_ground_truth_for_world
-from vlalign.eval.generate import chat_prompt
 from vlalign.logps import response_argmax, response_token_spans
+from vlalign.methods.pairs import collate
+from vlalign.models.generation import chat_prompt
 from vlalign.models.load import load_vlm
-from vlalign.rewards.verifier import object_finder
-from vlalign.train.data import load_pairs
-from vlalign.train.methods import corrupt_pixels
+from vlalign.text.vocabulary import object_finder
 
 
 def main() -> None:
@@ -56,7 +57,7 @@ def main() -> None:
     total = min(args.records, len(pairs.records))
     for start in range(0, total, args.batch_size):
         rows = list(range(start, min(start + args.batch_size, total)))
-        batch, images = pairs.collate(vlm.processor, rows)
+        batch, images = collate(pairs, vlm.processor, rows)
         noisy = corrupt_pixels(vlm.processor, images, args.noise_step, "clip", generator)
         best = response_argmax(vlm.model, batch, noisy)  # (B, Lc)
         for b, r in enumerate(rows):

@@ -106,10 +106,12 @@ def _timed_gpu_steps(step, warmup: int, steps: int) -> dict:
 
 def train_config(args, method: str, detach: bool = False):
     """The settings both frameworks share, as vlalign's config."""
+    from vlalign.methods import TPOConfig
     from vlalign.train.config import LoraSettings, TrainConfig
 
     lora = LoraSettings(enabled=args.lora_r > 0, r=args.lora_r, alpha=2 * args.lora_r)
-    return TrainConfig(method=method, beta=args.beta, lr=args.lr, batch_size=args.batch_size, detach_weights=detach,
+    return TrainConfig(method=method, beta=args.beta, lr=args.lr, batch_size=args.batch_size,
+                       tpo=TPOConfig(detach_weights=detach),
                        lora=lora, mixed_precision="bf16" if args.precision == "bf16" else "no")
 
 
@@ -139,7 +141,8 @@ def random_llava_7b(tokenizer_dir: str, dtype: torch.dtype, device: str):
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     vision = CLIPVisionConfig(**LLAVA_7B_VISION, image_size=336, patch_size=14, hidden_act="quick_gelu")
-    text = LlamaConfig(**LLAVA_7B_TEXT, vocab_size=32064, rms_norm_eps=1e-5, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+    text = LlamaConfig(**LLAVA_7B_TEXT, vocab_size=32064, rms_norm_eps=1e-5, pad_token_id=tokenizer.pad_token_id,
+                       bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
     config = LlavaConfig(vision_config=vision.to_dict(), text_config=text, image_token_index=tokenizer.convert_tokens_to_ids(IMAGE),
                          image_seq_length=576, vision_feature_layer=-2, vision_feature_select_strategy="default",
@@ -157,8 +160,12 @@ def optimizer_step(params, optimizer) -> None:
 
 
 def run_vlalign(args, method: str, detach: bool = False) -> dict:
-    from vlalign.train.data import load_pairs
-    from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step, tpo_step
+    from vlalign.data.corrupt import corrupt_pixels
+    from vlalign.data.pairs import load_pairs
+    from vlalign.logps import Scorer
+    from vlalign.methods import collate, dpo_step
+    from vlalign.methods.povid import povid_step
+    from vlalign.methods.tpo import tpo_step
     from vlalign.train.model import prepare_policy
     from vlalign.train.reference import make_reference
 
@@ -169,10 +176,11 @@ def run_vlalign(args, method: str, detach: bool = False) -> dict:
     frozen = None if config.lora.enabled else copy.deepcopy(vlm.model).eval().requires_grad_(False)
     policy = prepare_policy(vlm.model, config)
     reference = make_reference(config, policy, frozen, pairs, vlm, Path(args.model), args.device)
+    scorer = Scorer(policy)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     started = time.perf_counter()
-    batch, images = pairs.collate(vlm.processor, rows)
+    batch, images = collate(pairs, vlm.processor, rows)
     batch = batch.to(args.device)
     collate_s = time.perf_counter() - started
     policy.train()
@@ -182,11 +190,12 @@ def run_vlalign(args, method: str, detach: bool = False) -> dict:
     def step() -> float:
         with autocast:
             if method in ("povid", "tpo"):  # fresh noise every step, as the training loop does
-                noisy = corrupt_pixels(vlm.processor, images, config.noise_step, config.noise_mode, generator)
+                settings = getattr(config, method)
+                noisy = corrupt_pixels(vlm.processor, images, settings.noise_step, settings.noise_mode, generator)
                 noisy = noisy.to(args.device, batch.pixel_values.dtype)
-                out = (povid_step if method == "povid" else tpo_step)(policy, reference, batch, rows, config, noisy)
+                out = (povid_step if method == "povid" else tpo_step)(scorer, reference, batch, rows, config, noisy)
             else:
-                out = dpo_step(policy, reference, batch, rows, config)
+                out = dpo_step(scorer, reference, batch, rows, config)
         out.loss.backward()
         optimizer_step(params, optimizer)
         return out.loss.item()
@@ -202,7 +211,7 @@ def run_trl(args) -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from vlalign.train.data import load_pairs
+    from vlalign.data.pairs import load_pairs
     from vlalign.train.model import lora_config
 
     pairs = load_pairs(args.data)

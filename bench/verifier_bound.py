@@ -20,9 +20,10 @@ import json
 
 import numpy as np
 
-from vlalign.eval.run import open_data
+from vlalign.data.datasets import open_data
 from vlalign.models.verifier import Verifier
-from vlalign.rewards.verifier import object_finder, roc_auc
+from vlalign.rewards.verifier import roc_auc
+from vlalign.text.vocabulary import object_finder
 
 
 def main() -> None:

@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from vlalign.demo import PRESETS, DemoConfig, MethodRun, recipe_path
+from vlalign.demo import DEMO_METHODS, PRESETS, DemoConfig, MethodRun, recipe_path
 from vlalign.errors import UserError
-
 
 QUICK = PRESETS["quick"]
 
@@ -50,9 +49,12 @@ def test_quick_preset_does_not_leak_into_the_next():
     assert DemoConfig.from_preset("quick").world == QUICK["world"] and first.world[-1] == "num_train=100"
 
 
-@pytest.mark.parametrize("method", ["dpo", "povid", "tpo", "fisao"])
-def test_every_method_has_a_world_recipe(method):
-    assert recipe_path(method).name == f"world_{method}.yaml"
+@pytest.mark.parametrize("method", DEMO_METHODS)
+def test_every_method_has_a_world_recipe_of_that_method(method):
+    from vlalign.config import load_config
+    from vlalign.train.config import TrainConfig
+
+    assert load_config(TrainConfig, recipe_path(method)).method == method
 
 
 @pytest.mark.parametrize("fields, message", [

@@ -8,7 +8,6 @@ torchvision), so prompts are expanded by the real code without torchvision insta
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 
 import pytest
 import torch
@@ -17,9 +16,16 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from vlalign.eval.generate import chat_prompt
-from vlalign.logps import (PairBatch, collate_pairs, pair_logps, response_argmax, response_token_spans,
-                           split_second_images, with_second_images)
+from vlalign.logps import (
+    PairBatch,
+    collate_pairs,
+    pair_logps,
+    response_argmax,
+    response_token_spans,
+    split_second_images,
+    with_second_images,
+)
+from vlalign.models.generation import chat_prompt
 from vlalign.models.load import LoadedVLM, image_token_id, load_vlm
 from vlalign.world.dataset import World
 
@@ -178,7 +184,7 @@ def test_a_second_image_per_pair_in_one_pass_equals_two_passes(case):
     other = batch.pixel_values.flip(0) if vlm.family == "llava" else batch.pixel_values * 0.5
     with torch.no_grad():
         first, second = split_second_images(pair_logps(vlm.model, with_second_images(batch, other)))
-        apart = pair_logps(vlm.model, batch), pair_logps(vlm.model, replace(batch, pixel_values=other))
+        apart = pair_logps(vlm.model, batch), pair_logps(vlm.model, batch.with_pixels(other))
     for got, want in zip((first, second), apart):
         for name in ("chosen", "rejected", "chosen_logits", "rejected_logits"):
             torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-4, atol=1e-5)

@@ -1,3 +1,5 @@
 """vlalign: preference alignment against hallucination in vision-language models."""
 
-__version__ = "0.1.0"
+from vlalign.version import __version__
+
+__all__ = ["__version__"]

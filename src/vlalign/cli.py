@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from vlalign import __version__
-from vlalign.cli_demo import add_demo_parser
+from vlalign.cli_demo import add_demo_parser, quiet_transformers
 from vlalign.errors import UserError
 from vlalign.io import check_output_dir
-from vlalign.train.config import METHODS, SAMPLING_METHODS
+from vlalign.methods import METHODS
 
 
 def _progress(desc: str, total: int, unit: str = "img"):
@@ -60,13 +60,21 @@ def _step_bars():
     return on_step
 
 
-def _quiet_transformers() -> None:
-    # Saving and loading print their own shard bars; vlalign draws one bar per stage instead.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers.utils import logging as hf_logging
+def _recipe(config: str | None, kind: str) -> Path | None:
+    """``--config``: a recipe name (``vlalign recipes``) or a YAML file; None stays None."""
+    from vlalign.recipes import resolve_recipe
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    return None if config is None else resolve_recipe(config, kind)
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from vlalign.recipes import list_recipes
+
+    recipes = list_recipes(args.kind)
+    width = max(len(r.name) for r in recipes)
+    for recipe in recipes:
+        print(f"{recipe.name:<{width}}  {recipe.command}")
+    return 0
 
 
 def cmd_world_make(args: argparse.Namespace) -> int:
@@ -74,7 +82,7 @@ def cmd_world_make(args: argparse.Namespace) -> int:
     from vlalign.world.make import make_world
     from vlalign.world.scenes import WorldConfig
 
-    config = load_config(WorldConfig, args.config, args.set)
+    config = load_config(WorldConfig, _recipe(args.config, "world"), args.set)
     config.validate()
     check_output_dir(args.out, args.overwrite)  # before the progress bar: an error is one line
     total = config.num_train + config.num_val + config.num_test
@@ -90,8 +98,8 @@ def cmd_world_align_patches(args: argparse.Namespace) -> int:
     from vlalign.config import load_config
     from vlalign.world.pretrain import PretrainConfig, add_patch_alignment
 
-    config = load_config(PretrainConfig, args.config, args.set)
-    _quiet_transformers()
+    config = load_config(PretrainConfig, _recipe(args.config, "world"), args.set)
+    quiet_transformers()
     summary = add_patch_alignment(args.world, args.base, config, on_step=_step_bars())
     print(f"{args.base}/clip: {summary['config']['patch_align_steps']} patch alignment steps "
           f"in {summary['patch_align_seconds']:.0f}s")
@@ -102,8 +110,8 @@ def cmd_world_pretrain(args: argparse.Namespace) -> int:
     from vlalign.config import load_config
     from vlalign.world.pretrain import PretrainConfig, pretrain
 
-    config = load_config(PretrainConfig, args.config, args.set)
-    _quiet_transformers()
+    config = load_config(PretrainConfig, _recipe(args.config, "world"), args.set)
+    quiet_transformers()
     summary = pretrain(args.world, args.out, config, overwrite=args.overwrite, on_step=_step_bars())
     print(f"base models written to {args.out}: clip/ ({summary['clip_parameters']:,} parameters), "
           f"llava/ ({summary['llava_parameters']:,} parameters) in {summary['total_seconds']:.0f}s")
@@ -131,7 +139,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vlalign.eval.run import EvalConfig, evaluate, markdown_table
     from vlalign.io import write_json
 
-    _quiet_transformers()
+    quiet_transformers()
     if args.captions or args.answers:
         return _score_files(args)
     if not args.model or not args.data:
@@ -156,7 +164,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _score_files(args: argparse.Namespace) -> int:
     """`vlalign eval chair --captions FILE` / `vlalign eval pope --answers FILE --questions FILE`: no model."""
-    from vlalign.eval.run import markdown_table, open_data, score_answers, score_captions
+    from vlalign.data.datasets import open_data
+    from vlalign.eval.run import markdown_table, score_answers, score_captions
     from vlalign.io import write_json
 
     result: dict = {}
@@ -223,7 +232,7 @@ def cmd_generate_noisy(args: argparse.Namespace) -> int:
         config.validate()
     except ValueError as err:
         raise UserError(str(err)) from None
-    _quiet_transformers()
+    quiet_transformers()
     bar = _CountBar("noisy answers", "img")
     counts = run_noisy(args.model, args.data, args.out, config, conversations=args.conversations, on_progress=bar)
     bar.close()
@@ -262,13 +271,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vlalign.train.config import TrainConfig
     from vlalign.train.loop import train
 
-    config = load_config(TrainConfig, args.config, [f"method={args.method}", *args.set] if args.method else args.set)
+    config = load_config(TrainConfig, _recipe(args.config, "train"),
+                         [f"method={args.method}", *args.set] if args.method else args.set)
     try:
         config.validate()
     except ValueError as err:
         raise UserError(f"train config: {err}") from None
-    data, fisao = _train_inputs(args, config.method)
-    _quiet_transformers()
+    method = METHODS[config.method]
+    data, inputs = _train_inputs(args, config.method)
+    quiet_transformers()
     bar = None
 
     def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
@@ -276,16 +287,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if bar is None:
             bar = tqdm(total=total, initial=step - 1, desc=f"train {config.method}", unit="step", dynamic_ncols=True)
         bar.update(step - bar.n)
-        shown = ({"reward": "fisao/mention_reward", "kl": "fisao/kl", "clip": "fisao/clip_fraction"}
-                 if config.method == "fisao" else {"margin": "rewards/margin", "acc": "rewards/accuracy"})
+        shown = method.progress_metrics
         bar.set_postfix({"loss": f"{metrics['loss']:.3f}", **{k: f"{metrics[v]:.3f}" for k, v in shown.items()},
                          "tok/s": f"{metrics['tokens_per_s']:.0f}"}, refresh=False)
 
     summary = train(args.model, data, args.out, config, eval_data=args.eval_data, image_root=args.image_root,
-                    resume=args.resume, on_step=on_step, trust_remote_code=args.trust_remote_code, fisao=fisao)
+                    resume=args.resume, on_step=on_step, trust_remote_code=args.trust_remote_code, method_inputs=inputs)
     if bar is not None:
         bar.close()
-    what = "prompts" if fisao else "pairs"
+    what = "pairs" if method.reads_pairs else "prompts"
     print(f"{config.method}: {summary['steps']} steps on {summary['records']} {what}; model written to "
           f"{args.out}/model, metrics in {args.out}/metrics.jsonl")
     return 0
@@ -293,9 +303,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_inputs(args: argparse.Namespace, method: str):
     """``(data, FisaoInputs | None)`` from the arguments, or a one-line error naming what is missing."""
-    from vlalign.train.fisao import FisaoInputs
+    from vlalign.methods import FisaoInputs
 
-    if method not in SAMPLING_METHODS:
+    if METHODS[method].reads_pairs:
         if not args.data:
             raise UserError(f"train --method {method}: --data (preference records) is required")
         extra = [f"--{n}" for n in ("prompts", "verifier", "calibration", "vocab") if getattr(args, n)]
@@ -315,11 +325,11 @@ def _train_inputs(args: argparse.Namespace, method: str):
 
 
 def cmd_inspect_rewards(args: argparse.Namespace) -> int:
-    from vlalign.eval.chair import Vocabulary
     from vlalign.inspect.rewards import InspectConfig
     from vlalign.inspect.run import inspect_rewards
+    from vlalign.text.vocabulary import Vocabulary
 
-    _quiet_transformers()
+    quiet_transformers()
     vocab = Vocabulary.load(args.vocab)
     config = InspectConfig(noise_step=args.noise_step, kind=args.kind, batch_size=args.batch_size, seed=args.seed,
                            limit=args.limit)
@@ -342,7 +352,7 @@ def cmd_inspect_rewards(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from vlalign.train.merge import merge
 
-    _quiet_transformers()
+    quiet_transformers()
     merge(args.adapter, args.out, base=args.base, overwrite=args.overwrite)
     print(f"merged model written to {args.out}")
     return 0
@@ -366,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     world_sub = world.add_subparsers(dest="world_command", required=True)
     make = world_sub.add_parser("make", help="render a world (COCO-format annotations, LLaVA-format data)")
     make.add_argument("--out", required=True, help="directory to create")
-    make.add_argument("--config", help="YAML file of WorldConfig fields (default: built-in defaults)")
+    make.add_argument("--config", help="WorldConfig fields: a recipe name (vlalign recipes) or a YAML file "
+                      "(default: built-in defaults)")
     make.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     make.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     make.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="rendering processes")
@@ -375,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre = world_sub.add_parser("pretrain", help="train the base CLIP and LLaVA on a world")
     pre.add_argument("--world", required=True, help="directory made by `vlalign world make`")
     pre.add_argument("--out", required=True, help="directory to create (gets clip/ and llava/)")
-    pre.add_argument("--config", help="YAML file of PretrainConfig fields")
+    pre.add_argument("--config", help="PretrainConfig fields: a recipe name (vlalign recipes) or a YAML file")
     pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     pre.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     pre.set_defaults(func=cmd_world_pretrain)
@@ -383,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     align = world_sub.add_parser("align-patches", help="add the patch alignment stage to a base pretrained without it")
     align.add_argument("--world", required=True, help="the world the base was pretrained on")
     align.add_argument("--base", required=True, help="directory made by `vlalign world pretrain` (clip/ is replaced)")
-    align.add_argument("--config", help="YAML file of PretrainConfig fields; only patch_align_* and threads are read")
+    align.add_argument("--config", help="PretrainConfig fields: a recipe name (vlalign recipes) or a YAML file; "
+                       "only patch_align_* and threads are read")
     align.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     align.set_defaults(func=cmd_world_align_patches)
 
@@ -502,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run directory (model/, checkpoints/, metrics.jsonl, tensorboard/)")
     tr.add_argument("--eval-data", help="held-out preference records, scored every eval_every steps and at the end")
     tr.add_argument("--image-root", help="directory image paths are relative to (default: each file's)")
-    tr.add_argument("--config", help="YAML file of TrainConfig fields (recipes/train/*.yaml)")
+    tr.add_argument("--config", help="TrainConfig fields: a recipe name (vlalign recipes) or a YAML file")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     tr.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own Python code")
@@ -533,6 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
     rw.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own Python code")
     rw.set_defaults(func=cmd_inspect_rewards)
+
+    rec = sub.add_parser("recipes", help="the shipped recipes (--config names): each one's name and its command")
+    rec.add_argument("--kind", choices=("train", "world"), help="only train or only world recipes (default: both)")
+    rec.set_defaults(func=cmd_recipes)
 
     add_demo_parser(sub)
 

@@ -13,10 +13,18 @@ import sys
 DEFAULT_RUN = "runs/demo"
 
 
+def quiet_transformers() -> None:
+    """Saving and loading print their own shard bars; vlalign draws one bar per stage instead."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from vlalign.cli import _quiet_transformers
     from vlalign.demo import DEMO_METHODS, DemoConfig, run_demo
     from vlalign.report import load_run, markdown_table, summarize, write_report
 
@@ -30,7 +38,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = DemoConfig.from_preset(preset, methods=args.methods.split(","), seeds=list(range(args.seeds)),
                                world=args.world_set, pretrain=args.pretrain_set, train=train_sets,
                                workers=args.workers, jobs=args.jobs, **extra)
-    _quiet_transformers()
+    quiet_transformers()
     bars: dict = {}  # one bar per part of a stage; parallel method runs each have theirs
     run_of = re.compile(r"^(?:train|eval) (\S+)")
 

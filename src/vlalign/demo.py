@@ -8,7 +8,7 @@ atomically), so a run that was interrupted continues where it stopped:
 3. ``prefs/objects.jsonl``: preference pairs by POVID-style injection (inserted and substituted
    objects), and existence questions with the wrong answer rejected (:data:`DATA`);
 4. ``eval/base.json``: CHAIR and POPE of the base model on the test split;
-5. per seed, per method: ``train/{method}-seed{S}/`` with ``recipes/train/world_{method}.yaml``,
+5. per seed, per method: ``train/{method}-seed{S}/`` with the train recipe ``world/{method}``,
    then ``eval/{method}-seed{S}.json``; with ``jobs`` > 1, that many of these runs at a time,
    each in its own process with an equal share of the cores (on a CPU, two one-thread runs get
    more done than one run on two threads);
@@ -38,11 +38,10 @@ from vlalign.io import write_json
 Progress = Callable[[str, int, int], None]
 
 DEMO_METHODS = ("dpo", "povid", "tpo", "fisao")
-PAIR_METHODS = ("dpo", "povid", "tpo")
 
 # DPO's, POVID's and TPO's preference data: each description with an inserted and a substituted
-# object, and one existence question per image. Without the questions, POPE's adversarial F1
-# rose 1.8 points at most (DPO, 3 seeds): the descriptions never train the answer POPE asks for.
+# object, and one existence question per image, since descriptions alone never train the answer
+# POPE asks for (measured: docs/results.md).
 DATA: dict[str, Any] = {"kinds": ["insert", "substitute"], "edits": 2, "questions": 1}
 
 # The demo's sizes. "standard" (the default) keeps the default world and shortens pretraining
@@ -59,10 +58,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "language model, a short pretraining and short method runs",
         "world": ["num_train=3000", "num_val=200", "num_test=200", "scenes=[kitchen, street, farm, office]",
                   f"categories=[{', '.join(QUICK_CATEGORIES)}]"],
-        # A narrower language model (128 wide, not 192) for 6 epochs in batches of 16: on this
-        # world, in about the same minutes, it learned far more than the default width for 3
-        # epochs (base POPE adversarial F1 in the demo 69.8, against 52.9 in batches of 16 and
-        # 45.2 in batches of 32).
+        # A narrower language model (128 wide, not 192) for more epochs learns far more on this
+        # world in the same minutes (measured: docs/results.md).
         "pretrain": ["clip_steps=500", "llava_epochs=6", "llava_batch_size=16", "sizes.llm_hidden=128",
                      "sizes.llm_intermediate=384", "patch_align_steps=300"],
         "train": {"dpo": ["max_steps=100"], "povid": ["max_steps=80"], "tpo": ["max_steps=50"],
@@ -128,11 +125,10 @@ class DemoConfig:
 
 
 def recipe_path(method: str) -> Path:
-    """``recipes/train/world_{method}.yaml`` of the source checkout vlalign runs from."""
-    path = Path(__file__).resolve().parents[2] / "recipes" / "train" / f"world_{method}.yaml"
-    if not path.is_file():
-        raise UserError(f"{path}: recipe not found; the demo runs from a source checkout (pip install -e .)")
-    return path
+    """The shipped train recipe ``world/{method}`` (``fisao-dpo``: ``world/fisao_dpo``)."""
+    from vlalign.recipes import resolve_recipe
+
+    return resolve_recipe(f"world/{method.replace('-', '_')}", "train")
 
 
 def _machine() -> dict[str, Any]:
@@ -215,7 +211,9 @@ def run_demo(out: str | Path, config: DemoConfig, progress: Progress | None = No
 
     step("world", (world_dir / "world.json").is_file(), lambda: _make_world(world_config, world_dir, config, bar))
     step("pretrain", (base_dir / "pretrain.json").is_file(), lambda: _pretrain(world_dir, base_dir, pretrain_config, bar))
-    if any(m in PAIR_METHODS for m in config.methods):
+    from vlalign.methods import METHODS
+
+    if any(METHODS[m].reads_pairs for m in config.methods):
         from vlalign.generate.inject import report_path
 
         step("data", report_path(prefs).is_file(), lambda: _inject(world_dir, prefs, bar))
@@ -289,7 +287,9 @@ class MethodRun:
 
     def expected_seconds(self) -> float:
         """A rough estimate of the training time, to order parallel runs (0 when max_steps is unset)."""
-        if self.method == "fisao":
+        from vlalign.methods import METHODS
+
+        if not METHODS[self.method].reads_pairs:  # rounds of sampling
             return FISAO_ROUND_SECONDS * self.train_config.fisao.rounds
         return STEP_SECONDS[self.method] * self.train_config.max_steps
 
@@ -428,20 +428,20 @@ def _train(method: str, seed: int, train_config, base_dir: Path, world_dir: Path
            bar: Progress) -> None:
     from dataclasses import replace
 
-    from vlalign.train.fisao import FisaoInputs
+    from vlalign.methods import METHODS, FisaoInputs
     from vlalign.train.loop import train
 
     config = replace(train_config, seed=seed)
-    fisao = FisaoInputs(base_dir / "clip", world_dir) if method == "fisao" else None
-    data = world_dir if fisao else prefs
-    train(base_dir / "llava", data, run, config, resume=run.exists(), fisao=fisao,
+    inputs = None if METHODS[method].reads_pairs else FisaoInputs(base_dir / "clip", world_dir)
+    data = prefs if inputs is None else world_dir
+    train(base_dir / "llava", data, run, config, resume=run.exists(), method_inputs=inputs,
           on_step=lambda step, total, metrics: bar(f"train {method}-seed{seed}", step, total))
 
 
 def _inspect(model: Path, prefs: Path, world_dir: Path, out: Path, config: DemoConfig, bar: Progress) -> None:
-    from vlalign.eval.chair import Vocabulary
     from vlalign.inspect.rewards import InspectConfig
     from vlalign.inspect.run import inspect_rewards
+    from vlalign.text.vocabulary import Vocabulary
 
     inspect_rewards(model, prefs, out, Vocabulary.load(world_dir), InspectConfig(limit=config.inspect_records),
                     overwrite=True, on_progress=lambda done, total: bar("inspect", done, total))

@@ -79,6 +79,19 @@ def write_json(path: str | Path, data: Any, indent: int | None = None) -> None:
     write_text(path, json.dumps(data, sort_keys=True, indent=indent, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str | Path, what: str = "") -> Any:
+    """One JSON document; a missing file or bad JSON is a UserError naming the file (and ``what`` it is)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file" + (f" ({what})" if what else "")) from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err.reason})") from None
+
+
 def read_lines(path: str | Path) -> list[str]:
     """The lines of a UTF-8 text file; a UserError names the file if it cannot be read.
 

@@ -11,30 +11,32 @@ per sequence (TRL's DPOTrainer): each image is encoded once and its features are
 both rows of its pair, and the vocabulary projection runs only at the positions that predict
 response tokens. On LLaVA-style models (1-D positions) the tokens a pair's two rows share (the
 prompt and the common start of the answers) run once, and are projected once, and no padding
-runs at all; Qwen2-VL's multimodal positions make it run the 2B padded rows. It returns
+runs at all; other families run the 2B padded rows. It returns
 per-token values, so sequence-level losses (DPO) sum them and token-level ones use them as
 they are. :func:`response_argmax` gives POVID's noise-triggered
 tokens: the greedy choice at every chosen position when the image is replaced.
 
-Supported families (``config.model_type``): ``"llava"`` and ``"qwen2_vl"``, bare or wrapped by
-PEFT (the inner modules are called directly; LoRA replaces layers in place, so it stays active).
+Family knowledge comes from the model's adapter (:mod:`vlalign.models.adapters`): LLaVA and
+Qwen2-VL have fast paths, any other ``AutoModelForImageTextToText`` runs the generic one. Models
+may be wrapped by PEFT (LoRA replaces layers in place, so it stays active). :class:`Scorer` is
+the module a training run hands to Accelerate: every policy computation is its ``forward``, so
+DDP, FSDP and DeepSpeed see it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from PIL import Image
 
-from vlalign.eval.generate import chat_prompt
+from vlalign.models.adapters import Adapter, ImageInputs, adapter_for, concat_images
+from vlalign.models.generation import chat_prompt
 from vlalign.models.load import kv_cache, with_kv_cache
 
-__all__ = ["SUPPORTED_FAMILIES", "PairBatch", "PairLogps", "collate_pairs", "pair_logps", "response_argmax",
-           "with_second_images", "split_second_images"]
-
-SUPPORTED_FAMILIES = ("llava", "qwen2_vl")
+__all__ = ["PairBatch", "PairLogps", "Scorer", "collate_pairs", "pair_logps", "response_argmax",
+           "response_token_spans", "split_second_images", "with_second_images"]
 
 
 @dataclass
@@ -46,28 +48,48 @@ class PairBatch:
         attention_mask: (2B, L) long, 1 at real tokens.
         response_mask: (2B, L) bool, True at response tokens (the response's eos included).
             Token t is predicted by the logits at t - 1; every prompt is non-empty, so t >= 1.
-        pixel_values: one image per pair, as the processor made it: LLaVA (B, 3, H, W);
-            Qwen2-VL (patches of the B images concatenated, C * T * P * P).
-        image_grid_thw: (B, 3) long for Qwen2-VL (patch grid of each image), else None.
+        images: the processor's image tensors, one image per pair, each tensor holding the images
+            in order along its first dimension: ``pixel_values`` (LLaVA (B, 3, H, W); Qwen2-VL the
+            B images' patches concatenated, C * T * P * P) and what the family adds
+            (``image_grid_thw`` (B, 3), ``image_sizes`` (B, 2), ...).
         pad_token_id: the id used for padding (also :func:`response_argmax`'s filler).
+        token_types: (2B, L) long per-token inputs the processor adds beside the ids (Qwen2.5-VL's
+            ``mm_token_type_ids``, Gemma 3's ``token_type_ids``): the prompt's values, 0 on the
+            response and the padding.
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     response_mask: torch.Tensor
-    pixel_values: torch.Tensor
-    image_grid_thw: torch.Tensor | None
+    images: ImageInputs
     pad_token_id: int
+    token_types: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_pairs(self) -> int:
         return self.input_ids.shape[0] // 2
 
+    @property
+    def pixel_values(self) -> torch.Tensor:
+        return self.images["pixel_values"]
+
+    @property
+    def image_grid_thw(self) -> torch.Tensor | None:
+        return self.images.get("image_grid_thw")
+
+    def with_pixels(self, pixel_values: torch.Tensor) -> PairBatch:
+        """The same pairs shown other pixels of the same shape (a corrupted copy, say)."""
+        if pixel_values.shape != self.pixel_values.shape:
+            raise ValueError(f"pixel_values has shape {tuple(pixel_values.shape)}, "
+                             f"the batch's {tuple(self.pixel_values.shape)}")
+        return replace(self, images={**self.images, "pixel_values": pixel_values.to(self.pixel_values)})
+
     def to(self, device: torch.device | str) -> PairBatch:
         """The same batch with every tensor on ``device``."""
         moved = {f.name: getattr(self, f.name).to(device) for f in fields(self)
                  if isinstance(getattr(self, f.name), torch.Tensor)}
-        return replace(self, **moved)
+        return replace(self, images={k: v.to(device) for k, v in self.images.items()},
+                       token_types={k: v.to(device) for k, v in self.token_types.items()}, **moved)
 
 
 @dataclass
@@ -129,14 +151,18 @@ def response_token_spans(tokenizer, prompt_text: str, response: str) -> list[tup
 
 
 def collate_pairs(processor, images: Sequence[Image.Image], prompts: Sequence[str], chosen: Sequence[str],
-                  rejected: Sequence[str]) -> PairBatch:
-    """Tokenize B pairs into a :class:`PairBatch` (see its attributes for the layout and shapes)."""
+                  rejected: Sequence[str], adapter: Adapter | None = None) -> PairBatch:
+    """Tokenize B pairs into a :class:`PairBatch` (see its attributes for the layout and shapes).
+
+    ``adapter`` says how the family's processor takes a batch's images (default: a flat list).
+    """
+    adapter = adapter or Adapter()
     n = len(images)
     if n == 0 or not n == len(prompts) == len(chosen) == len(rejected):
         raise ValueError(f"need as many images, prompts, chosen and rejected (got {n}, {len(prompts)}, "
                          f"{len(chosen)}, {len(rejected)}), at least one")
     texts = [chat_prompt(processor, p) for p in prompts]
-    enc = processor(images=list(images), text=texts, padding=True, return_tensors="pt")
+    enc = processor(images=adapter.images_arg(images), text=texts, padding=True, return_tensors="pt")
     # Whichever side the tokenizer pads, keep each prompt's real tokens only.
     prompt_ids = [ids[mask.bool()] for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
     tokenizer = processor.tokenizer
@@ -154,56 +180,27 @@ def collate_pairs(processor, images: Sequence[Image.Image], prompts: Sequence[st
         input_ids[k, :len(row)] = row
         attention_mask[k, :len(row)] = 1
         response_mask[k, start:len(row)] = True
-    return PairBatch(input_ids, attention_mask, response_mask, enc["pixel_values"], enc.get("image_grid_thw"), pad)
+    token_types = {}
+    for key in adapter.token_type_keys(enc):
+        values = torch.zeros((2 * n, width), dtype=torch.long)
+        for k in range(2 * n):
+            prompt = enc[key][k % n][enc["attention_mask"][k % n].bool()]
+            values[k, :len(prompt)] = prompt
+        token_types[key] = values
+    return PairBatch(input_ids, attention_mask, response_mask, adapter.image_inputs(enc), pad, token_types)
 
 
 def _base(model):
-    """The transformers model under a PEFT wrapper (its LoRA layers live inside it), checked."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    family = base.config.model_type
-    if family not in SUPPORTED_FAMILIES:
-        raise ValueError(f"model family {family!r} is not supported: expected one of {', '.join(SUPPORTED_FAMILIES)}")
-    return base
+    """The transformers model under a PEFT wrapper (its LoRA layers live inside it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _image_features(base, pixel_values: torch.Tensor, grid: torch.Tensor | None) -> list[torch.Tensor]:
-    """One (tokens_i, H) tensor per image of the batch, each image encoded once."""
-    inner = base.model
-    dtype = inner.get_input_embeddings().weight.dtype
-    extra = {} if grid is None else {"image_grid_thw": grid}
-    features = inner.get_image_features(pixel_values=pixel_values.to(dtype), return_dict=True, **extra).pooler_output
-    return [f.to(dtype) for f in features]
-
-
-def _embeds(base, ids: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
-    """(rows, W, H) input embeddings of ``ids`` (rows, W), ``features`` in place of the image placeholders.
-
-    ``features`` are in the order their images appear in ``ids``, row by row (masked_scatter's).
-    """
-    embeds = base.model.get_input_embeddings()(ids)  # (rows, W, H)
-    features = torch.cat(features)
-    image_mask = ids == base.config.image_token_id
-    if int(image_mask.sum()) != features.shape[0]:
-        raise ValueError(f"{int(image_mask.sum())} image placeholders but {features.shape[0]} image features")
-    return embeds.masked_scatter(image_mask[..., None], features)
-
-
-def _hidden(base, batch: PairBatch, pixel_values: torch.Tensor, rows: int) -> torch.Tensor:
+def _hidden(base, adapter: Adapter, batch: PairBatch, images: ImageInputs, rows: int) -> torch.Tensor:
     """(rows, W, H) last hidden states of the first ``rows`` rows (B or 2B), W their longest length."""
-    inner, pairs = base.model, batch.num_pairs
     width = int(batch.attention_mask[:rows].sum(1).max())
-    ids, mask = batch.input_ids[:rows, :width], batch.attention_mask[:rows, :width]
-    # Chosen rows take images 0..B-1 and rejected rows the same again: each image is encoded once.
-    embeds = _embeds(base, ids, _image_features(base, pixel_values, batch.image_grid_thw) * (rows // pairs))
-    position_ids = None  # LLaVA: 0..n-1 per row, which right padding leaves correct
-    if base.config.model_type == "qwen2_vl":
-        # Multimodal rotary positions (3, rows, W): image tokens get (t, h, w) grid positions.
-        image_mask = ids == base.config.image_token_id
-        position_ids, _ = inner.get_rope_index(ids, image_mask.int(),
-                                               image_grid_thw=batch.image_grid_thw.repeat(rows // pairs, 1),
-                                               attention_mask=mask)
-    out = inner.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
-    return out.last_hidden_state
+    token_types = {k: v[:rows, :width] for k, v in batch.token_types.items()}
+    return adapter.hidden_states(base, batch.input_ids[:rows, :width], batch.attention_mask[:rows, :width], images,
+                                 rows // batch.num_pairs, token_types)
 
 
 def _block_mask(query_ok: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -212,7 +209,7 @@ def _block_mask(query_ok: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.masked_fill(~query_ok, torch.finfo(dtype).min)[None, None]
 
 
-def _packed_hidden(base, batch: PairBatch, pairs: list[int], features: list[torch.Tensor]
+def _packed_hidden(base, adapter: Adapter, batch: PairBatch, pairs: list[int], features: list[torch.Tensor]
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states of the ``pairs``' shared prefixes and remainders, packed without padding (LLaVA family).
 
@@ -228,7 +225,7 @@ def _packed_hidden(base, batch: PairBatch, pairs: list[int], features: list[torc
         where: (2B, L) long, for each row and position of ``batch`` inside this group, the
             index into ``states`` of that position's state (-1 outside the group or the row).
     """
-    inner, total, device = base.model, batch.num_pairs, batch.input_ids.device
+    language_model, total, device = adapter.language_model(base), batch.num_pairs, batch.input_ids.device
     ids, lengths = batch.input_ids, batch.attention_mask.sum(1)
     index = torch.tensor(pairs, device=device)
     both = torch.stack([index, index + total])  # (2, G): chosen row, rejected row
@@ -242,9 +239,9 @@ def _packed_hidden(base, batch: PairBatch, pairs: list[int], features: list[torc
     g_p, t_p = in_prefix.nonzero(as_tuple=True)
     prefix_ids = ids[index[g_p], t_p][None]  # (1, P)
     allowed = (g_p[:, None] == g_p[None]) & (t_p[None] <= t_p[:, None])
-    embeds = _embeds(base, prefix_ids, [features[p] for p in pairs])
-    out = inner.language_model(inputs_embeds=embeds, attention_mask=_block_mask(allowed, embeds.dtype),
-                               position_ids=t_p[None], use_cache=True)
+    embeds = adapter.embed(base, prefix_ids, [features[p] for p in pairs])
+    out = language_model(inputs_embeds=embeds, attention_mask=_block_mask(allowed, embeds.dtype),
+                         position_ids=t_p[None], use_cache=True)
 
     # Remainder tokens: (row k of 2G, position shared <= t < length), packed row by row.
     rows = both.reshape(-1)  # (2G,) chosen rows of the group, then rejected
@@ -253,10 +250,9 @@ def _packed_hidden(base, batch: PairBatch, pairs: list[int], features: list[torc
     k_r, t_r = in_rest.nonzero(as_tuple=True)
     to_prefix = pair_of_row[k_r][:, None] == g_p[None]  # a remainder sees all of its pair's prefix
     to_rest = (k_r[:, None] == k_r[None]) & (t_r[None] <= t_r[:, None])
-    rest = inner.language_model(inputs_embeds=inner.get_input_embeddings()(ids[rows[k_r], t_r][None]),
-                                attention_mask=_block_mask(torch.cat([to_prefix, to_rest], 1), embeds.dtype),
-                                position_ids=t_r[None], use_cache=False,
-                                **with_kv_cache(inner.language_model, kv_cache(out)))
+    rest = language_model(inputs_embeds=base.get_input_embeddings()(ids[rows[k_r], t_r][None]),
+                          attention_mask=_block_mask(torch.cat([to_prefix, to_rest], 1), embeds.dtype),
+                          position_ids=t_r[None], use_cache=False, **with_kv_cache(language_model, kv_cache(out)))
     states = torch.cat([out.last_hidden_state[0], rest.last_hidden_state[0]])  # (P + R, H)
 
     where = torch.full(ids.shape, -1, dtype=torch.long, device=device)
@@ -269,17 +265,12 @@ def _packed_hidden(base, batch: PairBatch, pairs: list[int], features: list[torc
 
 # Pairs are packed in groups of at most this many tokens (both rows of each pair counted); a
 # pair longer than this is a group of its own. Attention under an explicit mask costs the whole
-# (tokens x tokens) square, masked or not. CPU: on the world's model (1 thread, 16 pairs of
-# about 90-token rows) one group of all pairs took 0.70 s a DPO step, groups of 600 tokens 0.46
-# s, one pair per group 0.53 s, and the padded rows with a shared prompt before this 0.55 s.
-# GPU (bench/packing.py, H200, LLaVA-1.5-7B's architecture, LoRA r=128, bf16, 8 pairs of about
-# 630-token rows): the step is bound by kernel launches, so fewer, larger groups win: one
-# group of all 10k tokens 1.26 s, 8192 tokens 1.58 s, 4096 tokens 1.78 s, one pair per group
-# 4.82 s, padded rows 1.30 s (with 1.5x the memory); the square mask costs little next to that.
+# (tokens x tokens) square, so a CPU wants small groups, while a GPU step is bound by kernel
+# launches and wants few, large ones (measured: docs/benchmarks.md, "Packing").
 PACKED_TOKENS = {"cpu": 600, "default": 16384}
 
 
-def _packed_predicting(base, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def _packed_predicting(base, adapter: Adapter, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """States that predict the response tokens, via :func:`_packed_hidden`: ``(U, H)`` distinct
     states and ``(N,)`` which of them predicts each response token, row by row (a state of a
     pair's shared prefix predicts a token of both its rows)."""
@@ -294,11 +285,11 @@ def _packed_predicting(base, batch: PairBatch) -> tuple[torch.Tensor, torch.Tens
         groups[-1].append(pair)
         size += n
     rows, cols = batch.response_mask.nonzero(as_tuple=True)  # row-major: the order of the targets
-    features = _image_features(base, batch.pixel_values, None)
+    features = adapter.image_features(base, batch.images)
     states, where = [], torch.full_like(batch.input_ids, -1)
     offset = 0
     for group in groups:
-        group_states, group_where = _packed_hidden(base, batch, group, features)
+        group_states, group_where = _packed_hidden(base, adapter, batch, group, features)
         where = torch.where(group_where >= 0, group_where + offset, where)
         states.append(group_states)
         offset += len(group_states)
@@ -316,25 +307,28 @@ def _left_aligned(mask: torch.Tensor) -> torch.Tensor:
     return torch.arange(int(counts.max()), device=mask.device) < counts[:, None]
 
 
-def pair_logps(model, batch: PairBatch, *, extra_targets: torch.Tensor | None = None) -> PairLogps:
+def pair_logps(model, batch: PairBatch, *, extra_targets: torch.Tensor | None = None,
+               adapter: Adapter | None = None) -> PairLogps:
     """Log-probability of every chosen and rejected response token in one forward (see :class:`PairLogps`).
 
     Args:
-        model: a LLaVA or Qwen2-VL ``...ForConditionalGeneration``, optionally a ``PeftModel``.
+        model: an ``AutoModelForImageTextToText`` model, optionally a ``PeftModel``.
         batch: from :func:`collate_pairs`, on the model's device.
         extra_targets: (B, Lc) token ids aligned with ``chosen`` (values outside ``chosen_mask``
             are ignored); their log-probs come from the same logits, at no extra forward.
+        adapter: the model's family adapter (default: :func:`vlalign.models.adapters.adapter_for`).
     """
     base = _base(model)
+    adapter = adapter or adapter_for(base)
     pairs = batch.num_pairs
-    if base.config.model_type == "llava" and not _uses_checkpointing(base):  # 1-D positions: prefixes can be shared
-        predicting, index = _packed_predicting(base, batch)  # (U, H), (N,)
+    if adapter.prefix_sharing and not _uses_checkpointing(base):
+        predicting, index = _packed_predicting(base, adapter, batch)  # (U, H), (N,)
     else:
-        hidden = _hidden(base, batch, batch.pixel_values, 2 * pairs)  # (2B, W, H)
+        hidden = _hidden(base, adapter, batch, batch.images, 2 * pairs)  # (2B, W, H)
         predicting = hidden[:, :-1][batch.response_mask[:, 1:hidden.shape[1]]]  # hidden state t predicts token t + 1
         index = torch.arange(predicting.shape[0], device=predicting.device)
     targets = batch.input_ids[batch.response_mask]  # (N,) every response token, row by row
-    logits = base.lm_head(predicting).float()  # (U, V): response positions only, each state once
+    logits = base.get_output_embeddings()(predicting).float()  # (U, V): response positions only, each state once
     log_z = logits.logsumexp(-1)[index]  # (N,)
     target_logits = logits[index, targets]
     layout = _left_aligned(batch.response_mask)  # (2B, longest response)
@@ -362,17 +356,15 @@ def with_second_images(batch: PairBatch, pixel_values: torch.Tensor) -> PairBatc
     (TPO's clean and corrupted forwards); :func:`split_second_images` takes the result apart.
     ``pixel_values`` has the shape of ``batch.pixel_values`` (Qwen2-VL: the same patch grids).
     """
-    if pixel_values.shape != batch.pixel_values.shape:
-        raise ValueError(f"pixel_values has shape {tuple(pixel_values.shape)}, the batch's {tuple(batch.pixel_values.shape)}")
+    second = batch.with_pixels(pixel_values)  # checks the shape
     pairs = batch.num_pairs
 
     def twice(rows: torch.Tensor) -> torch.Tensor:  # chosen rows, chosen again, rejected, rejected again
         return torch.cat([rows[:pairs], rows[:pairs], rows[pairs:], rows[pairs:]])
 
-    grid = None if batch.image_grid_thw is None else batch.image_grid_thw.repeat(2, 1)
     return replace(batch, input_ids=twice(batch.input_ids), attention_mask=twice(batch.attention_mask),
-                   response_mask=twice(batch.response_mask), image_grid_thw=grid,
-                   pixel_values=torch.cat([batch.pixel_values, pixel_values.to(batch.pixel_values)]))
+                   response_mask=twice(batch.response_mask), images=concat_images(batch.images, second.images),
+                   token_types={k: twice(v) for k, v in batch.token_types.items()})
 
 
 def split_second_images(both: PairLogps) -> tuple[PairLogps, PairLogps]:
@@ -387,7 +379,7 @@ def split_second_images(both: PairLogps) -> tuple[PairLogps, PairLogps]:
 
 
 @torch.no_grad()
-def response_argmax(model, batch: PairBatch, pixel_values: torch.Tensor) -> torch.Tensor:
+def response_argmax(model, batch: PairBatch, pixel_values: torch.Tensor, adapter: Adapter | None = None) -> torch.Tensor:
     """(B, Lc) long: the most likely token at each chosen response position, image replaced.
 
     The chosen sequence is teacher-forced while the model sees ``pixel_values`` (same shape as
@@ -395,13 +387,32 @@ def response_argmax(model, batch: PairBatch, pixel_values: torch.Tensor) -> torc
     noise-triggered tokens. Only the chosen rows run. Columns past a response hold the pad id.
     The model runs in whatever mode it is in (dropout included, if training).
     """
-    if pixel_values.shape != batch.pixel_values.shape:
-        raise ValueError(f"pixel_values has shape {tuple(pixel_values.shape)}, "
-                         f"the batch's {tuple(batch.pixel_values.shape)}")
     base = _base(model)
+    adapter = adapter or adapter_for(base)
     pairs = batch.num_pairs
-    hidden = _hidden(base, batch, pixel_values, pairs)  # (B, W, H)
+    hidden = _hidden(base, adapter, batch, batch.with_pixels(pixel_values).images, pairs)  # (B, W, H)
     predicts = batch.response_mask[:pairs, 1:hidden.shape[1]]
-    best = base.lm_head(hidden[:, :-1][predicts]).argmax(-1)  # (N,)
+    best = base.get_output_embeddings()(hidden[:, :-1][predicts]).argmax(-1)  # (N,)
     layout = _left_aligned(batch.response_mask[:pairs])
     return torch.full(layout.shape, batch.pad_token_id, dtype=torch.long, device=best.device).masked_scatter(layout, best)
+
+
+class Scorer(torch.nn.Module):
+    """A VLM and its adapter as one module whose ``forward`` scores pairs: what Accelerate prepares.
+
+    Every computation a training step makes with the policy is a call of this module, so the
+    hooks of a distributed wrapper (DDP's gradient reduction, FSDP's and ZeRO-3's parameter
+    gathering) run; nothing reaches into the model's submodules from outside.
+    """
+
+    def __init__(self, model: torch.nn.Module, adapter: Adapter | None = None):
+        super().__init__()
+        self.model = model
+        self.adapter = adapter or adapter_for(model)
+
+    def forward(self, batch: PairBatch, *, extra_targets: torch.Tensor | None = None,
+                argmax_pixel_values: torch.Tensor | None = None) -> PairLogps | torch.Tensor:
+        """:func:`pair_logps` of ``batch``, or with ``argmax_pixel_values`` :func:`response_argmax` under them."""
+        if argmax_pixel_values is not None:
+            return response_argmax(self.model, batch, argmax_pixel_values, adapter=self.adapter)
+        return pair_logps(self.model, batch, extra_targets=extra_targets, adapter=self.adapter)

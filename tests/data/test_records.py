@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlalign.data.records import (BadRecord, BadRecordsError, PreferenceRecord, convert, detect_format,
-                                  read_records, resolve_image, write_records)
+from vlalign.data.records import (
+    BadRecord,
+    BadRecordsError,
+    PreferenceRecord,
+    convert,
+    detect_format,
+    read_records,
+    resolve_image,
+    write_records,
+)
 from vlalign.errors import UserError
 
 

@@ -9,10 +9,12 @@ import types
 import pytest
 
 from vlalign.errors import UserError
-from vlalign.eval.chair import (COCO_DOUBLE_WORDS, Vocabulary, caption_objects, coco_synonyms_path, evaluate,
-                                ground_truth, load_ground_truth_for_world)
-from vlalign.eval.text import get_normalizer, singularize, tokenize
-from vlalign.world.vocab import plural, vocabulary_json
+from vlalign.eval.chair import evaluate, load_ground_truth_for_world
+from vlalign.text.ground_truth import caption_objects, ground_truth
+from vlalign.text.normalize import get_normalizer, singularize, tokenize
+from vlalign.text.templates import plural
+from vlalign.text.vocabulary import COCO_DOUBLE_WORDS, Vocabulary, coco_synonyms_path
+from vlalign.world.vocab import vocabulary_json
 
 # A small vocabulary in CHAIR's format. "baby" and "passenger" name persons, so the bigram
 # rules matter; " motor bike" carries the reference file's leading-space quirk.

@@ -5,10 +5,11 @@ import shutil
 
 import pytest
 
+from vlalign.data.datasets import open_data, pick_images
 from vlalign.errors import UserError
 from vlalign.eval import chair, pope
-from vlalign.eval.generate import DecodingConfig
-from vlalign.eval.run import markdown_table, open_data, pick_images, run_chair, run_pope
+from vlalign.eval.run import markdown_table, run_chair, run_pope
+from vlalign.models.generation import DecodingConfig
 from vlalign.models.load import load_vlm
 
 
@@ -91,7 +92,7 @@ def test_run_pope_answers_each_distinct_question_once_and_scores_every_split(vlm
 
 def test_pope_generation_with_dedup_equals_answering_each_split(vlm, tiny_world):
     """Greedy answers do not depend on which split asks, so answering once per distinct question is exact."""
-    from vlalign.eval.generate import generate
+    from vlalign.models.generation import generate
 
     data = open_data(tiny_world, "test")
     decoding = DecodingConfig(max_new_tokens=4)

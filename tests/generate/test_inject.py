@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from vlalign.cli import main
-from vlalign.eval.run import open_data
+from vlalign.data.datasets import open_data
 from vlalign.generate.sources import items
 
 

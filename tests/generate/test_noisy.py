@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from vlalign.eval.run import open_data
+from vlalign.data.datasets import open_data
 from vlalign.generate.noisy import NoisyConfig, corrupted
 from vlalign.generate.sources import items
 

@@ -8,8 +8,9 @@ from collections import Counter
 
 import pytest
 
-from vlalign.generate.rules import KINDS, Injector, Knowledge, MentionFinder, RulesConfig
-from vlalign.world.vocab import NUMBER_WORDS, plural
+from vlalign.generate.rules import KINDS, Injector, Knowledge, RulesConfig
+from vlalign.text.templates import NUMBER_WORDS, plural
+from vlalign.text.vocabulary import MentionFinder
 
 SINGLE = re.compile(r"^There is an? (small|large) (\w+) (.+?) (on the left|on the right|at the top|at the bottom|in the middle)\.$")
 GROUP = re.compile(r"^There are (two|three|four) (.+)\.$")
@@ -58,7 +59,7 @@ def _answer_is_true(prompt, answer, objects, words) -> bool:
 
 @pytest.fixture(scope="module")
 def injected(tiny_world):
-    from vlalign.eval.run import open_data
+    from vlalign.data.datasets import open_data
     from vlalign.generate.inject import _synonym_groups
     from vlalign.generate.sources import items
 
@@ -109,7 +110,7 @@ def test_edit_spans_point_at_the_new_words_and_undo_to_the_chosen_answer(injecte
 
 
 def test_same_seed_same_edits_and_records_do_not_depend_on_each_other(tiny_world):
-    from vlalign.eval.run import open_data
+    from vlalign.data.datasets import open_data
     from vlalign.generate.inject import _synonym_groups
 
     data = open_data(tiny_world, "train")
@@ -170,7 +171,7 @@ def test_unknown_kind_is_refused():
 
 
 def test_a_substituted_object_keeps_the_stated_colour_or_takes_one_it_can_have(injected, tiny_world):
-    from vlalign.eval.run import open_data
+    from vlalign.data.datasets import open_data
     from vlalign.generate.inject import _synonym_groups
 
     knowledge = Knowledge.from_coco(open_data(tiny_world, "train").instances,

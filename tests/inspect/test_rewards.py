@@ -2,9 +2,8 @@ import math
 
 import pytest
 
-from vlalign.eval.chair import Vocabulary
 from vlalign.inspect.rewards import ScoredAnswer, ScoredRecord, Word, label_words, summarize
-from vlalign.rewards.verifier import object_finder
+from vlalign.text.vocabulary import Vocabulary, object_finder
 
 VOCAB = Vocabulary({"dog": "dog", "puppy": "dog", "cat": "cat", "dining table": "dining table"}, {},
                    ("dog", "cat", "dining table"))

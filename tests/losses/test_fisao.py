@@ -9,7 +9,12 @@ import torch
 
 from vlalign.losses.dpo import dpo_loss, sequence_logps
 from vlalign.losses.fisao import (
-    clipped_surrogate, dpo_token_weights, fisao_loss, kl_to_reference, rewards_to_go, token_weighted_dpo_loss,
+    clipped_surrogate,
+    dpo_token_weights,
+    fisao_loss,
+    kl_to_reference,
+    rewards_to_go,
+    token_weighted_dpo_loss,
 )
 
 F64 = torch.float64

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from conftest import TINY_SIZES
-
 from vlalign.models.tiny import (
     IMAGE,
     TinySizes,

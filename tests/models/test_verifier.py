@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import TINY_SIZES
-
 from vlalign.errors import UserError
 from vlalign.models.tiny import TinySizes, build_clip, clip_processor, train_tokenizer
 from vlalign.models.verifier import Verifier

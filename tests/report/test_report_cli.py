@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from test_report import build_run
+
 from vlalign.cli import main
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from vlalign.errors import UserError
-from vlalign.eval.chair import Vocabulary, caption_objects
 from vlalign.logps import response_token_spans
 from vlalign.models.tiny import train_tokenizer
 from vlalign.rewards.verifier import (
@@ -19,10 +18,11 @@ from vlalign.rewards.verifier import (
     calibrate,
     mention_reward,
     mention_tokens,
-    object_finder,
     roc_auc,
     token_rewards,
 )
+from vlalign.text.ground_truth import caption_objects
+from vlalign.text.vocabulary import Vocabulary, object_finder
 
 VOCAB = Vocabulary({"dog": "dog", "puppy": "dog", "cat": "cat", "dining table": "dining table",
                     "traffic light": "traffic light"}, {}, ("dog", "cat", "dining table", "traffic light"))

@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from vlalign.errors import UserError
+from vlalign.methods import METHODS, FisaoInputs, FisaoSettings, load_prompts
+from vlalign.methods.fisao import pair_answers
 from vlalign.rewards.verifier import Calibration
-from vlalign.train.config import FisaoSettings, TrainConfig
-from vlalign.train.fisao import FisaoInputs, _pairs, fisao_total_steps, load_prompts
+from vlalign.train.config import TrainConfig
 from vlalign.train.loop import train
 
 
@@ -26,7 +27,7 @@ def _config(save_every: int = 3, **fisao) -> TrainConfig:
 @pytest.fixture
 def fixed_calibration(monkeypatch):
     """The tiny world's 3-step CLIP separates nothing: give the rewards a fixed, known calibration."""
-    import vlalign.train.fisao as fisao
+    import vlalign.methods.fisao as fisao
 
     def calibrate(vlm, verifier, data, config):
         return Calibration(0.2, -0.2, 5, 5, 0.75, config.fisao.patch_level), {"split": data.split}
@@ -40,19 +41,19 @@ def _weights(out):
 
 
 def test_answers_pair_up_per_image_and_odd_counts_repeat_the_last():
-    assert _pairs(2, 3) == [(0, 1), (2, 2), (3, 4), (5, 5)]
-    assert _pairs(1, 4) == [(0, 1), (2, 3)]
-    assert _pairs(2, 1) == [(0, 0), (1, 1)]
+    assert pair_answers(2, 3) == [(0, 1), (2, 2), (3, 4), (5, 5)]
+    assert pair_answers(1, 4) == [(0, 1), (2, 3)]
+    assert pair_answers(2, 1) == [(0, 0), (1, 1)]
 
 
 def test_total_steps_counts_every_round_and_epoch():
     # 2 prompts x 3 samples -> 4 pairs a round; batch 2 -> 1 pair a micro-batch; 2 epochs -> 8; 2 rounds -> 16
-    assert fisao_total_steps(_config()) == 16
+    assert METHODS['fisao'].steps_for(_config()) == 16
     config = _config()
     config.grad_accum = 3
-    assert fisao_total_steps(config) == 6  # ceil(16 / 3)
+    assert METHODS[config.method].steps_for(config) == 6  # ceil(16 / 3)
     config.max_steps = 5
-    assert fisao_total_steps(config) == 5
+    assert METHODS[config.method].steps_for(config) == 5
 
 
 @pytest.mark.parametrize("cut_at_boundary", [False, True])
@@ -64,7 +65,7 @@ def test_a_resumed_fisao_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_p
     # boundary: 4 a round, a checkpoint every 4, killed after step 5; round 1's draw is then deleted,
     # so the resumed run draws it again from the checkpoint's weights.
     config = (lambda: _config(epochs=1, save_every=4)) if cut_at_boundary else _config  # noqa: E731
-    whole = train(model, tiny_world, tmp_path / "whole", config(), fisao=inputs)
+    whole = train(model, tiny_world, tmp_path / "whole", config(), method_inputs=inputs)
     assert whole["records"] == 48  # the tiny world's train images
     assert sorted(p.name for p in (tmp_path / "whole" / "rollouts").iterdir()) == ["round-0000", "round-0001"]
 
@@ -76,10 +77,10 @@ def test_a_resumed_fisao_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_p
             raise Stop
 
     with pytest.raises(Stop):
-        train(model, tiny_world, tmp_path / "cut", config(), fisao=inputs, on_step=kill)
+        train(model, tiny_world, tmp_path / "cut", config(), method_inputs=inputs, on_step=kill)
     if cut_at_boundary:
         shutil.rmtree(tmp_path / "cut" / "rollouts" / "round-0001")
-    train(model, tiny_world, tmp_path / "cut", config(), fisao=inputs, resume=True)
+    train(model, tiny_world, tmp_path / "cut", config(), method_inputs=inputs, resume=True)
     a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     assert a.keys() == b.keys() and len(a) > 0
     # Adam at lr 1e-2 moves a weight by about 1e-2 a step; it also turns a last-bit difference in
@@ -96,7 +97,7 @@ def test_a_resumed_fisao_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_p
 def test_fisao_logs_its_rounds_and_keeps_each_rollout(tmp_path, tiny_world, tiny_base, fixed_calibration):
     out = tmp_path / "run"
     train(tiny_base / "llava", tiny_world, out, _config(rounds=1, epochs=1),
-          fisao=FisaoInputs(tiny_base / "clip", tiny_world))
+          method_inputs=FisaoInputs(tiny_base / "clip", tiny_world))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for key in ("fisao/kl", "fisao/clip_fraction", "fisao/mention_reward", "fisao/sample_s", "fisao/verifier_s"):
@@ -144,8 +145,8 @@ def test_fisao_dpo_rounds_pair_each_images_best_answer_with_its_worst(tmp_path, 
     out = tmp_path / "run"
     # 2 images a round -> 2 pairs; batch 2 -> 1 pair a micro-batch; 2 epochs -> 4 steps a round
     config = _dpo_config(rounds=1, prompts_per_round=2, samples=4, rank_by=rank_by)
-    assert fisao_total_steps(config) == 4
-    train(tiny_base / "llava", tiny_world, out, config, fisao=FisaoInputs(tiny_base / "clip", tiny_world))
+    assert METHODS[config.method].steps_for(config) == 4
+    train(tiny_base / "llava", tiny_world, out, config, method_inputs=FisaoInputs(tiny_base / "clip", tiny_world))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert rows[0]["rewards/margin"] == pytest.approx(0.0, abs=1e-6)  # the policy starts as the reference
@@ -171,12 +172,14 @@ def test_a_resumed_fisao_dpo_run_ends_with_the_weights_of_an_uninterrupted_one(t
     inputs = FisaoInputs(tiny_base / "clip", tiny_world)
     model = tiny_base / "llava"
     config = lambda: _dpo_config(prompts_per_round=3, samples=6)  # noqa: E731  3 micro-batches an epoch, 6 a round
-    train(model, tiny_world, tmp_path / "whole", config(), fisao=inputs)
+    train(model, tiny_world, tmp_path / "whole", config(), method_inputs=inputs)
     rows = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     # the tiny model's answers must give preferences in both rounds, and the policy must move,
-    # or the two runs would agree trivially
-    assert len(rows) == 12 and all(r["fisao_dpo/pairs"] > 0 for r in rows)
-    assert abs(rows[-1]["rewards/margin"]) > 1e-3
+    # or the two runs would agree trivially; steps past a round's pairs train nothing and log no loss
+    trained = [r for r in rows if "loss" in r]
+    assert len(rows) == 12 and {r["fisao/round"] for r in trained} == {0.0, 1.0}
+    assert all(r["fisao_dpo/pairs"] > 0 for r in trained)
+    assert abs(trained[-1]["rewards/margin"]) > 1e-3
 
     class Stop(Exception):
         pass
@@ -186,8 +189,8 @@ def test_a_resumed_fisao_dpo_run_ends_with_the_weights_of_an_uninterrupted_one(t
             raise Stop
 
     with pytest.raises(Stop):
-        train(model, tiny_world, tmp_path / "cut", config(), fisao=inputs, on_step=kill)
-    train(model, tiny_world, tmp_path / "cut", config(), fisao=inputs, resume=True)
+        train(model, tiny_world, tmp_path / "cut", config(), method_inputs=inputs, on_step=kill)
+    train(model, tiny_world, tmp_path / "cut", config(), method_inputs=inputs, resume=True)
     a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     assert a.keys() == b.keys() and len(a) > 0
     for name in a:

@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from vlalign.errors import UserError
 from vlalign.models.load import load_vlm
+from vlalign.seeding import micro_batch_rows
 from vlalign.train.config import LoraSettings, TrainConfig
-from vlalign.train.loop import TrainingDiverged, micro_batch_rows, train
+from vlalign.train.loop import TrainingDiverged, train
 from vlalign.train.model import prepare_policy, weights_dtype
 
 

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from vlalign.data.pairs import load_pairs
+from vlalign.logps import Scorer
+from vlalign.methods import TPOConfig, collate, dpo_step
+from vlalign.methods.tpo import tpo_step
 from vlalign.models.load import load_vlm
 from vlalign.train.config import TrainConfig
-from vlalign.train.data import load_pairs
-from vlalign.train.methods import dpo_step, tpo_step
 from vlalign.train.model import prepare_policy
 from vlalign.train.reference import make_reference
 
@@ -36,15 +38,15 @@ def _setup(tiny_base: Path, prefs: Path, config: TrainConfig):
     pairs = load_pairs(prefs)
     reference = make_reference(config, policy, frozen, pairs, vlm, tiny_base / "llava", "cpu")
     rows = list(range(4))
-    batch, _ = pairs.collate(vlm.processor, rows)
-    return policy, reference, batch, rows
+    batch, _ = collate(pairs, vlm.processor, rows)
+    return Scorer(policy), reference, batch, rows
 
 
 @pytest.mark.parametrize("detach", [False, True])
 @pytest.mark.parametrize("one_pass", [True, False])
 def test_tpo_with_the_clean_image_as_the_corrupted_one_is_dpo(tiny_base, prefs, detach, one_pass):
     """s = 0 everywhere, so every c = a + 1/2 = 1: TPO's loss and gradients must be DPO's."""
-    config = TrainConfig(method="tpo", beta=0.2, sft_weight=0.5, detach_weights=detach, tpo_one_pass=one_pass)
+    config = TrainConfig(method="tpo", beta=0.2, sft_weight=0.5, tpo=TPOConfig(detach_weights=detach, one_pass=one_pass))
     policy, reference, batch, rows = _setup(tiny_base, prefs, config)
     tpo = tpo_step(policy, reference, batch, rows, config, batch.pixel_values.clone())
     tpo.loss.backward()
@@ -74,7 +76,7 @@ def test_tpo_with_a_corrupted_image_differs_from_dpo(tiny_base, prefs):
 def test_tpo_in_one_batched_pass_equals_separate_passes(tiny_base, prefs, detach):
     results = []
     for one_pass in (True, False):
-        config = TrainConfig(method="tpo", beta=0.2, detach_weights=detach, tpo_one_pass=one_pass)
+        config = TrainConfig(method="tpo", beta=0.2, tpo=TPOConfig(detach_weights=detach, one_pass=one_pass))
         policy, reference, batch, rows = _setup(tiny_base, prefs, config)
         noisy = batch.pixel_values + torch.randn(batch.pixel_values.shape, generator=torch.Generator().manual_seed(0))
         out = tpo_step(policy, reference, batch, rows, config, noisy)

@@ -319,3 +319,13 @@ def corrupt_image(image: Image.Image, method: str, *, step: int = 500, mode: str
     else:
         out = blank(pixels, **kwargs)
     return to_pil(out)
+
+
+def corrupt_pixels(processor, images: list[Image.Image], step: int, mode: str,
+                   generator: torch.Generator) -> torch.Tensor:
+    """POVID's and TPO's corrupted images: diffusion noise in [0, 1] pixel space, then the processor as usual.
+
+    Returns the processor's ``pixel_values`` of the corrupted images (the shape of the clean ones').
+    """
+    noisy = [to_pil(diffusion_noise(to_tensor(im), step, mode=mode, generator=generator)) for im in images]
+    return processor.image_processor(noisy, return_tensors="pt")["pixel_values"]

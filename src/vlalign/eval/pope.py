@@ -65,7 +65,7 @@ from typing import Any
 
 from vlalign.errors import UserError
 from vlalign.io import read_jsonl, write_json, write_jsonl
-from vlalign.world.text import existence_question
+from vlalign.text.templates import existence_question
 
 SPLITS = ("random", "popular", "adversarial")
 LABELS = ("yes", "no")

@@ -7,25 +7,22 @@ annotations) or a COCO-style directory::
     annotations/captions_{split}.json    (CHAIR's ground truth includes reference captions)
     {split}/ or images/{split}/          (the images, by ``file_name``)
 
-with CHAIR's COCO synonym file where :func:`vlalign.eval.chair.coco_synonyms_path` says.
+with CHAIR's COCO synonym file where :func:`vlalign.text.vocabulary.coco_synonyms_path` says.
 Every setting that changes a number is returned with the numbers.
 """
 
 from __future__ import annotations
 
-import json
-import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
+from vlalign.data.datasets import EvalData, open_data, pick_images
 from vlalign.errors import UserError
 from vlalign.eval import chair, pope
-from vlalign.eval.generate import DecodingConfig, answer_yes_no, generate
 from vlalign.io import read_jsonl
+from vlalign.models.generation import DecodingConfig, answer_yes_no, generate
 from vlalign.models.load import LoadedVLM
 
 # (stage, done, total) -> None
@@ -33,71 +30,6 @@ ProgressCallback = Callable[[str, int, int], None]
 
 CHAIR_PROMPT = "Describe this image."
 POPE_MODES = ("generate", "logits")
-
-
-@dataclass
-class EvalData:
-    """Annotations, vocabulary and images of one split of a world or a COCO directory."""
-
-    root: Path
-    split: str
-    kind: str  # "world" or "coco"
-    instances: dict[str, Any]
-    captions: dict[str, Any] | None
-    vocab: chair.Vocabulary
-    image_dir: Path
-    files: dict[int, str] = field(default_factory=dict)  # image id -> file name
-
-    def image(self, image_id: int) -> Image.Image:
-        path = self.image_dir / self.files[image_id]
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except OSError as err:
-            raise UserError(f"{path}: cannot read image ({err.__class__.__name__})") from None
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
-
-
-def open_data(root: str | Path, split: str, coco_synonyms: str | Path | None = None) -> EvalData:
-    """The split ``split`` of a world (has ``world.json``) or of a COCO-style directory."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{root}: data directory not found")
-    instances_path = root / "annotations" / f"instances_{split}.json"
-    if not instances_path.is_file():
-        raise UserError(f"{instances_path}: missing (is --split right?)")
-    captions_path = root / "annotations" / f"captions_{split}.json"
-    if (root / "world.json").is_file():
-        kind, vocab = "world", chair.Vocabulary.from_world(root)
-        image_dir = root / "images" / split
-    else:
-        kind, vocab = "coco", chair.Vocabulary.coco(coco_synonyms)
-        image_dir = next((d for d in (root / split, root / "images" / split, root / "images") if d.is_dir()), root / split)
-    instances = _read_json(instances_path)
-    if not isinstance(instances, dict) or not isinstance(instances.get("images"), list):
-        raise UserError(f"{instances_path}: not a COCO instances file (no 'images' list)")
-    try:
-        files = {int(im["id"]): str(im["file_name"]) for im in instances["images"]}
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"{instances_path}: an image lacks an integer 'id' or a 'file_name'") from None
-    captions = _read_json(captions_path) if captions_path.is_file() else None
-    return EvalData(root, split, kind, instances, captions, vocab, image_dir, files)
-
-
-def pick_images(ids: list[int], num_images: int | None, seed: int) -> list[int]:
-    """All ``ids`` (sorted), or a seeded sample of ``num_images`` of them (sorted)."""
-    ids = sorted(ids)
-    if num_images is None or num_images >= len(ids):
-        return ids
-    if num_images < 1:
-        raise UserError(f"--num-images must be at least 1, got {num_images}")
-    return sorted(random.Random(seed).sample(ids, num_images))
 
 
 def _relay(on_progress: ProgressCallback | None, stage: str) -> Callable[[int, int], None] | None:

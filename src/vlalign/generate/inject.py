@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from vlalign.data.datasets import open_data
 from vlalign.errors import UserError
-from vlalign.eval.run import open_data
 from vlalign.generate.questions import existence_pairs
 from vlalign.generate.rules import Injector, Knowledge, RulesConfig
 from vlalign.generate.sources import Item, items

@@ -20,12 +20,12 @@ from typing import Any
 from PIL import Image
 
 from vlalign.data.corrupt import DIFFUSION_MODES, METHODS, corrupt_image
+from vlalign.data.datasets import open_data
 from vlalign.errors import UserError
-from vlalign.eval.generate import DecodingConfig, generate
-from vlalign.eval.run import open_data
 from vlalign.generate.inject import record, report_path, usable
 from vlalign.generate.sources import Item, items
 from vlalign.io import JsonlAppender, write_json
+from vlalign.models.generation import DecodingConfig, generate
 from vlalign.models.load import load_vlm
 
 ProgressCallback = Callable[[int, int], None]

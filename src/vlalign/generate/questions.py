@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlalign.generate.rules import Knowledge
-from vlalign.world.text import existence_question
+from vlalign.text.templates import existence_question
 
 YES, NO = "Yes.", "No."
 

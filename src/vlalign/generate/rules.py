@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from vlalign.world.text import article
-from vlalign.world.vocab import NUMBER_WORDS, POSITIONS, SIZES, plural
+from vlalign.text.templates import NUMBER_WORDS, POSITIONS, SIZES, article, plural
+from vlalign.text.vocabulary import MentionFinder
 
 KINDS = ("insert", "substitute", "color", "size", "position", "count", "flip")
 
@@ -110,34 +110,6 @@ class Knowledge:
             return None
         weights = np.array([1.0 + sum(self.cooccur.get(p, {}).get(c, 0) for p in present) for c in candidates])
         return candidates[int(rng.choice(len(candidates), p=weights / weights.sum()))]
-
-
-@dataclass(frozen=True)
-class Mention:
-    start: int
-    end: int
-    category: str
-    plural: bool
-
-
-class MentionFinder:
-    """Finds object words (any synonym, singular or plural) in text, longest phrase first."""
-
-    def __init__(self, words: Mapping[str, Sequence[str]]):
-        self.lookup: dict[str, tuple[str, bool]] = {}
-        for category, terms in words.items():
-            for term in terms:
-                self.lookup.setdefault(term.lower(), (category, False))
-                self.lookup.setdefault(plural(term).lower(), (category, True))
-        alternatives = sorted(self.lookup, key=len, reverse=True)
-        self.pattern = re.compile(r"\b(" + "|".join(re.escape(t) for t in alternatives) + r")\b", re.IGNORECASE)
-
-    def __call__(self, text: str) -> list[Mention]:
-        found = []
-        for m in self.pattern.finditer(text):
-            category, is_plural = self.lookup[m.group(1).lower()]
-            found.append(Mention(m.start(), m.end(), category, is_plural))
-        return found
 
 
 @dataclass

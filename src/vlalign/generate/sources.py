@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from vlalign.data.datasets import EvalData
 from vlalign.errors import UserError
-from vlalign.eval.run import EvalData
 from vlalign.io import read_lines
 
 DESCRIBE = "Describe this image."

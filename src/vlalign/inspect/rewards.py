@@ -22,13 +22,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlalign.eval.chair import Vocabulary
-from vlalign.eval.generate import chat_prompt
-from vlalign.logps import pair_logps, response_token_spans, split_second_images, with_second_images
-from vlalign.rewards.verifier import ObjectFinder, object_finder, visible_starts
+from vlalign.data.corrupt import corrupt_pixels
+from vlalign.data.pairs import Pairs
+from vlalign.logps import (
+    pair_logps,
+    response_token_spans,
+    split_second_images,
+    with_second_images,
+)
+from vlalign.methods.pairs import collate
+from vlalign.models.generation import chat_prompt
+from vlalign.rewards.verifier import visible_starts
 from vlalign.rewards.visual_anchor import KINDS, visual_anchor_scores
-from vlalign.train.data import Pairs
-from vlalign.train.methods import corrupt_pixels
+from vlalign.text.vocabulary import ObjectFinder, Vocabulary, object_finder
 
 LABELS = ("present", "absent", "other")
 _WORD = re.compile(r"\S+")
@@ -123,7 +129,7 @@ def score_records(model, processor, pairs: Pairs, vocab: Vocabulary, config: Ins
     out: list[ScoredRecord] = []
     for start in range(0, total, config.batch_size):
         rows = list(range(start, min(start + config.batch_size, total)))
-        batch, images = pairs.collate(processor, rows)
+        batch, images = collate(pairs, processor, rows)
         noisy = corrupt_pixels(processor, images, config.noise_step, config.noise_mode, generator)
         batch = batch.to(device)
         clean, corrupted = split_second_images(pair_logps(model, with_second_images(batch, noisy)))

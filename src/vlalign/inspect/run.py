@@ -17,12 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from vlalign.config import config_to_dict
-from vlalign.eval.chair import Vocabulary
+from vlalign.data.pairs import load_pairs
 from vlalign.inspect.page import histogram_png, page_html, score_scale, tokens_png
-from vlalign.inspect.rewards import InspectConfig, ScoredAnswer, score_records, summarize
+from vlalign.inspect.rewards import (
+    InspectConfig,
+    ScoredAnswer,
+    score_records,
+    summarize,
+)
 from vlalign.io import atomic_dir, check_output_dir, write_json, write_jsonl
 from vlalign.models.load import load_vlm
-from vlalign.train.data import load_pairs
+from vlalign.text.vocabulary import Vocabulary
 
 
 def _answer_json(answer: ScoredAnswer) -> dict[str, Any]:

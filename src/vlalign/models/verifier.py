@@ -30,7 +30,7 @@ from transformers import AutoConfig, AutoProcessor, CLIPModel
 
 from vlalign.errors import UserError
 from vlalign.models.load import _HUB_ID, _check_checkpoint_files
-from vlalign.world.text import object_prompt
+from vlalign.text.templates import object_prompt
 
 __all__ = ["Verifier"]
 

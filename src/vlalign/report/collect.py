@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlalign.demo import DEMO_METHODS as DEFAULT_ORDER  # the demo's order; other methods follow alphabetically
+from vlalign.demo import (
+    DEMO_METHODS as DEFAULT_ORDER,  # the demo's order; other methods follow alphabetically
+)
 from vlalign.errors import UserError
 from vlalign.eval.pope import SPLITS as POPE_SPLITS
 from vlalign.inspect.rewards import ScoredAnswer, ScoredRecord, Word

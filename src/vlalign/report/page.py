@@ -11,13 +11,19 @@ import html
 import json
 from typing import Any
 
+from vlalign.data.datasets import open_data
 from vlalign.errors import UserError
-from vlalign.eval.run import open_data
-from vlalign.inspect.page import answer_html, data_uri, score_scale, shade, thumbnail_html
+from vlalign.inspect.page import (
+    answer_html,
+    data_uri,
+    score_scale,
+    shade,
+    thumbnail_html,
+)
 from vlalign.report import plots
 from vlalign.report.collect import Caption, Evaluation, Mention, Rollout, Run
-from vlalign.rewards.verifier import ObjectFinder, object_finder
 from vlalign.report.summary import HEADERS, Row, row_cells
+from vlalign.text.vocabulary import ObjectFinder, object_finder
 
 TPO_RECORDS = 3  # preference records shown with token scores
 FISAO_ANSWERS = 3  # answers shown per rollout round

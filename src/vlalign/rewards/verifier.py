@@ -19,7 +19,7 @@ tokens". The paper gives no formula and publishes no code; this module is our re
    reward; every other token (eos included) gets 0 (:func:`token_rewards`).
 
 Also ours: mentions are found with CHAIR's object vocabulary (any synonym, singular or plural,
-two-word names whole; :func:`object_finder`), and a token belongs to a mention when its first
+two-word names whole; :func:`vlalign.text.vocabulary.object_finder`), and a token belongs to a mention when its first
 visible character lies in the mention (:func:`mention_tokens`).
 """
 
@@ -36,33 +36,15 @@ import numpy as np
 import torch
 
 from vlalign.errors import UserError
-from vlalign.eval.chair import Vocabulary
-from vlalign.generate.rules import Mention, MentionFinder
 from vlalign.io import write_json
+from vlalign.text.vocabulary import ObjectFinder
 
 __all__ = [
-    "Calibration", "MentionScore", "ObjectFinder", "best_and_worst", "calibrate", "mention_reward", "mention_tokens",
-    "object_finder", "roc_auc", "token_rewards", "visible_starts",
+    "Calibration", "MentionScore", "best_and_worst", "calibrate", "mention_reward", "mention_tokens", "roc_auc",
+    "token_rewards", "visible_starts",
 ]
 
 Score = TypeVar("Score", float, torch.Tensor)
-ObjectFinder = Callable[[str], list[Mention]]  # text -> its object mentions, in order
-
-
-def object_finder(vocab: Vocabulary) -> ObjectFinder:
-    """A finder of every object word of CHAIR's vocabulary, each mapped to its category.
-
-    CHAIR's two-word rules count too, as CHAIR reads them: a phrase that stands for an object
-    ("stop light" for traffic light, "baby dog" for dog) is one mention of it, found before its
-    words, and a phrase that stands for no object spends its words ("hot dog" names no dog).
-    """
-    words: dict[str, list[str]] = {}
-    for term, canonical in vocab.synonyms.items():
-        words.setdefault(canonical, []).append(term)
-    for phrase, target in vocab.double_words.items():
-        words.setdefault(vocab.synonyms.get(target, ""), []).append(phrase)  # "": no object
-    finder = MentionFinder(words)
-    return lambda text: [m for m in finder(text) if m.category]
 
 
 def visible_starts(text: str, spans: Sequence[tuple[int, int]]) -> list[int | None]:
@@ -255,7 +237,7 @@ def token_rewards(text: str, spans: Sequence[tuple[int, int]], finder: ObjectFin
     Args:
         text: the answer.
         spans: its tokens' ``[start, end)`` characters, eos last (:func:`vlalign.logps.response_token_spans`).
-        finder: finds the object mentions (:func:`object_finder`).
+        finder: finds the object mentions (:func:`vlalign.text.vocabulary.object_finder`).
         score_of: category -> reward of a mention of it in this answer's image (called once per
             distinct category).
 

@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from vlalign.config import config_to_dict
+from vlalign.data.pairs import Pairs, load_pairs
 from vlalign.errors import UserError
+from vlalign.logps import Scorer
+from vlalign.methods import METHODS, Method, Setup, collate, dpo_step
+from vlalign.models.adapters import adapter_for
 from vlalign.models.load import LoadedVLM, load_vlm
 from vlalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from vlalign.train.config import SAMPLING_METHODS, TrainConfig
-from vlalign.train.data import Pairs, load_pairs
-from vlalign.train.fisao import FisaoInputs, FisaoRounds, fisao_setup, fisao_total_steps, load_prompts
-from vlalign.train.methods import corrupt_pixels, dpo_step, povid_step, tpo_step
+from vlalign.train.config import TrainConfig
 from vlalign.train.model import prepare_policy, weights_dtype
 from vlalign.train.reference import make_reference
 
@@ -35,24 +37,6 @@ StepCallback = Callable[[int, int, dict[str, float]], None]
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last good state was saved."""
-
-
-def micro_batch_rows(num_records: int, batch_size: int, seed: int, index: int) -> list[int]:
-    """Record indices of global micro-batch ``index``: a fresh seeded permutation every epoch.
-
-    The last partial batch of an epoch is dropped, so every micro-batch has ``batch_size`` pairs.
-    """
-    per_epoch = max(1, num_records // batch_size)
-    epoch, position = divmod(index, per_epoch)
-    order = torch.randperm(num_records, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    return order[position * batch_size:(position + 1) * batch_size].tolist()
-
-
-def total_steps(config: TrainConfig, num_records: int) -> int:
-    if config.max_steps:
-        return config.max_steps
-    per_epoch = max(1, num_records // config.batch_size)
-    return max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
 
 
 def _schedule(config: TrainConfig, total: int) -> Callable[[int], float]:
@@ -69,41 +53,13 @@ def _schedule(config: TrainConfig, total: int) -> Callable[[int], float]:
     return factor
 
 
-class PairBatches:
-    """The micro-batches of a run on preference records (DPO, POVID, TPO), ``index`` by ``index``."""
-
-    def __init__(self, pairs: Pairs, vlm, config: TrainConfig, device, process_index: int, num_processes: int):
-        self.pairs, self.vlm, self.config, self.device = pairs, vlm, config, device
-        self.process_index, self.num_processes = process_index, num_processes
-
-    def loss(self, policy, reference, index: int, sampler=None):
-        """``(StepOutput, tokens in the batch, record ids)`` of global micro-batch ``index``."""
-        config = self.config
-        rows = micro_batch_rows(len(self.pairs.records), config.batch_size * self.num_processes, config.seed,
-                                index)[self.process_index::self.num_processes]
-        result, batch = _loss(policy, reference, self.vlm, self.pairs, rows, config,
-                              noise_seed=config.seed * 1_000_003 + index, device=self.device)
-        return result, int(batch.attention_mask.sum()), [self.pairs.records[r].id for r in rows]
-
-
-def _loss(policy, reference, vlm, pairs: Pairs, rows: list[int], config: TrainConfig, noise_seed: int, device):
-    batch, images = pairs.collate(vlm.processor, rows)
-    batch = batch.to(device)
-    if config.method in ("povid", "tpo"):
-        generator = torch.Generator().manual_seed(noise_seed)  # fresh noise every step, reproducible
-        noisy = corrupt_pixels(vlm.processor, images, config.noise_step, config.noise_mode, generator)
-        step = povid_step if config.method == "povid" else tpo_step
-        return step(policy, reference, batch, rows, config, noisy.to(device, batch.pixel_values.dtype)), batch
-    return dpo_step(policy, reference, batch, rows, config), batch
-
-
 @torch.no_grad()
 def evaluate_pairs(policy, reference, vlm, pairs: Pairs, config: TrainConfig, device) -> dict[str, float]:
-    """Mean DPO loss, reward margin and accuracy over ``pairs`` (in file order)."""
+    """Mean DPO loss, reward margin and accuracy over ``pairs`` (in file order); ``policy`` is a scorer."""
     sums: dict[str, float] = {}
     batches = 0
     for rows in pairs.in_order(config.batch_size):
-        batch, _ = pairs.collate(vlm.processor, rows)
+        batch, _ = collate(pairs, vlm.processor, rows, adapter_for(vlm.family))
         out = dpo_step(policy, reference, batch.to(device), rows, config)
         for k, v in out.metrics.items():
             sums[k] = sums.get(k, 0.0) + v
@@ -114,11 +70,12 @@ def evaluate_pairs(policy, reference, vlm, pairs: Pairs, config: TrainConfig, de
 def train(model_dir: str | Path, data: str | Path, out: str | Path, config: TrainConfig,
           eval_data: str | Path | None = None, image_root: str | Path | None = None, resume: bool = False,
           on_step: StepCallback | None = None, trust_remote_code: bool = False,
-          fisao: FisaoInputs | None = None) -> dict[str, Any]:
-    """Align the VLM in ``model_dir``; write ``out/``. Returns a summary.
+          method_inputs: Any = None) -> dict[str, Any]:
+    """Align the VLM in ``model_dir`` with ``config.method``; write ``out/``. Returns a summary.
 
-    ``data`` is preference records, or for FiSAO the prompts (:func:`vlalign.train.fisao.load_prompts`),
-    with ``fisao`` saying where the verifier and the calibration split are.
+    ``data`` is what the method trains on: preference records, or for FiSAO the prompts
+    (:func:`vlalign.methods.load_prompts`), with ``method_inputs`` what else it reads
+    (:class:`vlalign.methods.FisaoInputs`).
     """
     from accelerate import Accelerator
 
@@ -126,44 +83,38 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"{out}: exists and is not empty (pass --resume to continue a run there)")
-    if (config.method in SAMPLING_METHODS) != (fisao is not None):
-        raise UserError("fisao and fisao-dpo need a verifier and a calibration split (--verifier, --calibration); "
-                        "the other methods take neither")
-    pairs = load_pairs(data, image_root) if fisao is None else None
-    prompts = load_prompts(data, fisao.prompts_split, config.fisao.prompt, image_root) if fisao else None
+    method_class = METHODS[config.method]
     held_out = load_pairs(eval_data, image_root) if eval_data else None
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard", project_dir=str(out))
     torch.manual_seed(config.seed)
     vlm = load_vlm(model_dir, dtype=weights_dtype(config), device="cpu", trust_remote_code=trust_remote_code)
+    adapter = adapter_for(vlm.model)
     frozen = copy.deepcopy(vlm.model).eval().requires_grad_(False) if config.resolved_reference() == "copy" else None
-    policy = prepare_policy(vlm.model, config)
-    params = [p for p in policy.parameters() if p.requires_grad]
+    # On its device before the method's setup, which may sample with it (FiSAO's calibration).
+    scorer = Scorer(prepare_policy(vlm.model, config), adapter).to(accelerator.device)
+    params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    total = total_steps(config, len(pairs.records)) if pairs else fisao_total_steps(config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
-    policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
     device = accelerator.device
+    model = scorer.model  # the policy itself, unwrapped: what is checkpointed, saved and sampled from
+    out.mkdir(parents=True, exist_ok=True)
+    setup = Setup(config, Path(data), Path(image_root) if image_root else None, out, vlm.processor, adapter, device,
+                  LoadedVLM(model, vlm.processor, vlm.family), accelerator.autocast, resume,
+                  accelerator.process_index, accelerator.num_processes, method_inputs)
+    method: Method = method_class(setup)
+    total = method.total_steps()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
+    policy, optimizer, scheduler = accelerator.prepare(scorer, optimizer, scheduler)
     if frozen is not None:
         frozen.to(device)
-    reference = make_reference(config, accelerator.unwrap_model(policy), frozen, pairs, vlm, Path(model_dir), device)
+    reference = make_reference(config, model, frozen, method.pairs, vlm, model_dir, device, adapter)
     # a precomputed reference is a table per records file: the held-out pairs get their own
     eval_reference = None if held_out is None else make_reference(
-        config, accelerator.unwrap_model(policy), frozen, held_out, vlm, Path(model_dir), device)
+        config, model, frozen, held_out, vlm, model_dir, device, adapter)
 
-    out.mkdir(parents=True, exist_ok=True)
-    source: PairBatches | FisaoRounds
-    if fisao is None:
-        source = PairBatches(pairs, vlm, config, device, accelerator.process_index, accelerator.num_processes)
-    else:
-        sampler = LoadedVLM(accelerator.unwrap_model(policy), vlm.processor, vlm.family)
-        with accelerator.autocast():  # under LoRA + bf16 the frozen weights are bf16, the trainable fp32
-            verifier, calibration, vocab = fisao_setup(sampler, fisao, data, config, out, device, resume)
-        source = FisaoRounds(vlm, prompts, verifier, calibration, vocab, config, out, device,
-                             accelerator.process_index, accelerator.num_processes)
     step = 0
     found = latest_checkpoint(out) if resume else None
     if found is not None:
-        step = load_checkpoint(found, accelerator.unwrap_model(policy), optimizer, scheduler)
+        step = load_checkpoint(found, model, optimizer, scheduler)
         _truncate_log(out / "metrics.jsonl", step)
     else:
         _truncate_log(out / "metrics.jsonl", 0)  # a run killed before its first checkpoint starts over
@@ -172,25 +123,36 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
     accelerator.init_trackers("tensorboard")
     log = (out / "metrics.jsonl").open("a")
     policy.train()
-    started, tokens = time.perf_counter(), 0
+    started, tokens, current_round = time.perf_counter(), 0, None
     try:
         while step < total:
             metrics: dict[str, float] = {}
             step_started = time.perf_counter()
+            trained = 0
             for micro in range(config.grad_accum):
                 index = step * config.grad_accum + micro
+                round_ = method.round_of(index)
+                if round_ is not None and round_ != current_round:  # on-policy methods: sample, score, save
+                    with accelerator.autocast():
+                        method.begin_round(round_, policy, reference)
+                    current_round = round_
                 with accelerator.autocast():
-                    result, batch_tokens, ids = source.loss(policy, reference, index, accelerator.unwrap_model(policy))
+                    result = method.loss(policy, reference, index)
+                if result is None:  # the round has nothing left to train on
+                    continue
                 if not torch.isfinite(result.loss):
-                    save_checkpoint(out, step, accelerator.unwrap_model(policy), optimizer, scheduler)
-                    raise TrainingDiverged(f"loss is {result.loss.item()} at step {step + 1} (records {', '.join(ids)});"
-                                           f" the last good state is saved in {out}/checkpoints/step-{step}")
+                    save_checkpoint(out, step, model, optimizer, scheduler)
+                    raise TrainingDiverged(f"loss is {result.loss.item()} at step {step + 1} (records "
+                                           f"{', '.join(result.ids)}); the last good state is saved in "
+                                           f"{out}/checkpoints/step-{step}")
                 accelerator.backward(result.loss / config.grad_accum)
-                tokens += batch_tokens
+                tokens += result.tokens
+                trained += 1
                 for k, v in result.metrics.items():
                     metrics[k] = metrics.get(k, 0.0) + v / config.grad_accum
-            metrics["grad_norm"] = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
-            optimizer.step()
+            if trained:
+                metrics["grad_norm"] = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -204,17 +166,17 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
             if held_out is not None and config.eval_every and step % config.eval_every == 0 and step < total:
                 _log_eval(policy, eval_reference, vlm, held_out, config, step, log, accelerator)
             if config.save_every and step % config.save_every == 0 and step < total:
-                save_checkpoint(out, step, accelerator.unwrap_model(policy), optimizer, scheduler)
+                save_checkpoint(out, step, model, optimizer, scheduler)
             if on_step:
                 on_step(step, total, metrics)
         if held_out is not None:
             _log_eval(policy, eval_reference, vlm, held_out, config, step, log, accelerator)
-        save_checkpoint(out, step, accelerator.unwrap_model(policy), optimizer, scheduler)
-        _save_model(accelerator.unwrap_model(policy), vlm, out)
+        save_checkpoint(out, step, model, optimizer, scheduler)
+        _save_model(model, vlm, out)
     finally:
         log.close()
         accelerator.end_training()
-    return {"steps": step, "out": str(out), "records": len(pairs.records) if pairs else len(prompts)}
+    return {"steps": step, "out": str(out), **method.summary()}
 
 
 def _truncate_log(path: Path, step: int) -> None:

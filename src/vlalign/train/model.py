@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from vlalign.models.adapters import adapter_for
 from vlalign.train.config import TrainConfig
-
-
-def _parts(model) -> dict[str, torch.nn.Module]:
-    """The vision tower, projector and language model (+ lm_head) of a LLaVA- or Qwen2-VL-style model."""
-    inner = model.model
-    vision = getattr(inner, "vision_tower", None) or getattr(inner, "visual", None)
-    projector = getattr(inner, "multi_modal_projector", None)
-    if projector is None and vision is not None:  # Qwen2-VL's merger sits inside its vision tower
-        projector = getattr(vision, "merger", None)
-    if vision is None or projector is None:
-        raise ValueError(f"{type(model).__name__}: cannot find its vision tower and projector")
-    return {"vision": vision, "projector": projector, "llm": inner.language_model, "lm_head": model.lm_head}
-
 
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -35,17 +23,21 @@ def weights_dtype(config: TrainConfig) -> torch.dtype:
 
 
 def lora_config(model, config: TrainConfig):
-    """PEFT ``LoraConfig``: adapters on the language model's layers, the projector trained fully if asked.
+    """PEFT ``LoraConfig``: adapters on the language model's layers (the adapter names them), the projector
+    trained fully if asked.
 
     POVID's and LLaVA-1.5's LoRA recipes train the projector too (as ``modules_to_save``); the
-    vision tower stays frozen. Qwen2-VL's merger sits inside the vision tower and gets no adapter.
+    vision tower stays frozen. A projector inside the vision tower (Qwen2-VL's merger) gets no adapter.
     """
     from peft import LoraConfig
 
-    targets = rf"model.language_model.*\.({'|'.join(config.lora.target_modules)})"
-    trains_projector = config.train_projector and hasattr(model.model, "multi_modal_projector")
+    adapter = adapter_for(model)
+    parts = adapter.parts(model)
+    projector = parts.names["projector"]
+    trains_projector = config.train_projector and not projector.startswith(parts.names["vision"] + ".")
     return LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=targets, modules_to_save=["multi_modal_projector"] if trains_projector else None)
+                      target_modules=adapter.lora_targets(model, config.lora.target_modules),
+                      modules_to_save=[projector.rsplit(".", 1)[-1]] if trains_projector else None)
 
 
 def prepare_policy(model, config: TrainConfig):
@@ -56,18 +48,18 @@ def prepare_policy(model, config: TrainConfig):
     parameters are fp32 whatever the model was loaded in (see :func:`weights_dtype`): AdamW
     updates of bf16 weights round away most small steps.
     """
-    parts = _parts(model)
+    parts = adapter_for(model).parts(model)
     model.requires_grad_(False)
     if not config.lora.enabled:
         if config.train_vision:
-            parts["vision"].requires_grad_(True)
+            parts.vision.requires_grad_(True)
         if config.train_llm:
-            parts["llm"].requires_grad_(True)
-            parts["lm_head"].requires_grad_(True)
+            parts.language_model.requires_grad_(True)
+            parts.lm_head.requires_grad_(True)
         if config.train_projector:  # after the vision tower: Qwen2-VL's merger lives inside it
-            parts["projector"].requires_grad_(True)
+            parts.projector.requires_grad_(True)
         elif config.train_vision:
-            parts["projector"].requires_grad_(False)
+            parts.projector.requires_grad_(False)
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0

@@ -16,11 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from safetensors.torch import load_file, save_file
 
 from vlalign.logps import PairBatch, PairLogps, pair_logps
 from vlalign.losses.dpo import sequence_logps
+from vlalign.methods.pairs import collate
+from vlalign.models.adapters import adapter_for
 from vlalign.train.config import TrainConfig
+from vlalign.train.model import weights_dtype
 
 
 def cache_dir() -> Path:
@@ -28,33 +32,82 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VLALIGN_CACHE", Path.home() / ".cache" / "vlalign")) / "reference"
 
 
-def fingerprint(model_dir: Path, data_path: Path, config: TrainConfig) -> str:
-    """Hash of the model's weights and processor files, the records file, and the batch size."""
-    h = hashlib.sha256(f"batch={config.batch_size};dtype={config.mixed_precision}".encode())
-    for path in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.json")) + [data_path]:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:32]
+_WEIGHTS = ("*.safetensors", "*.bin")  # keyed by name, size, mtime and (safetensors) header: never read whole
+_SMALL = ("*.json", "*.jinja", "*.model", "*.txt")  # config, processor, tokenizer, chat template: read whole
+_MAX_HEADER = 100_000_000  # safetensors refuses larger headers
+
+
+def fingerprint(model: str | Path, data_path: Path, config: TrainConfig, *, revision: str = "main") -> str:
+    """Key of the cached reference table: a hash of what its values depend on, read cheaply.
+
+    - The model's identity: a local directory's resolved absolute path; a hub id with the commit
+      of its locally cached snapshot (``huggingface_hub.try_to_load_from_cache``, which never goes
+      to the network), else the id with ``revision`` as given.
+    - Each weight file of that directory (or cached snapshot): name, size, ``mtime_ns`` and, for
+      safetensors, its JSON header (dtypes, shapes, offsets): only its first 8 bytes (the header's
+      length, a little-endian u64) and the header are read, never the tensor bytes. So new tensor
+      values of the same shapes, saved with the old mtime (``cp -p``, ``rsync -t``), keep the old
+      key; an ordinary overwrite (``save_pretrained`` over the same directory) changes the mtime.
+    - The config, processor, tokenizer and chat-template files, read whole (they are small).
+    - The records file's content hash (records files are small; a rewrite with the same bytes
+      keeps its table, any edit gets a new one). The images the records name are not read.
+    - What changes the values in collation and the forward: batch size (padding), mixed
+      precision and the dtype the weights are loaded in.
+    - ``vlalign.version.__version__``.
+    """
+    from vlalign import version
+
+    local = Path(model).expanduser()
+    if local.exists():
+        files, ident = local.resolve(), f"dir:{local.resolve()}"
+    else:
+        cached = try_to_load_from_cache(str(model), "config.json", revision=revision)  # local lookup only
+        files = Path(cached).parent if isinstance(cached, str) else None
+        ident = f"hub:{model}@{files.name if files else revision}"
+    parts = [ident, f"version={version.__version__}", f"batch={config.batch_size}",
+             f"precision={config.mixed_precision}", f"weights={weights_dtype(config)}",
+             f"records={hashlib.sha256(Path(data_path).read_bytes()).hexdigest()}"]
+    for path in sorted({p for pattern in _WEIGHTS for p in files.glob(pattern)} if files else ()):
+        stat = path.stat()
+        parts.append(f"weights:{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{_header_hash(path)}")
+    for path in sorted({p for pattern in _SMALL for p in files.glob(pattern)} if files else ()):
+        parts.append(f"file:{path.name}:{hashlib.sha256(path.read_bytes()).hexdigest()}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def _header_hash(path: Path) -> str:
+    """sha256 of a safetensors file's JSON header (read alone); empty for other files."""
+    if path.suffix != ".safetensors":
+        return ""
+    with path.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        return hashlib.sha256(f.read(min(size, _MAX_HEADER))).hexdigest()
 
 
 Reference = Callable[[PairBatch, "torch.Tensor | None", list[int]], PairLogps]
 
 
-def make_reference(config: TrainConfig, policy, frozen, pairs, vlm, model_dir: Path, device) -> Reference:
-    """A function ``(batch, extra_targets, record_rows) -> PairLogps``: the reference's log-probs, no gradients."""
+def make_reference(config: TrainConfig, policy, frozen, pairs, vlm, model_dir: str | Path, device,
+                   adapter=None) -> Reference:
+    """A function ``(batch, extra_targets, record_rows) -> PairLogps``: the reference's log-probs, no gradients.
+
+    ``policy`` is the policy model itself (unwrapped from any distributed wrapper), ``frozen`` the
+    copy (``copy`` references only), ``adapter`` their family's adapter.
+    """
     kind = config.resolved_reference()
+    adapter = adapter or adapter_for(policy)
     if kind == "copy":
         @torch.no_grad()
         def reference(batch: PairBatch, extra: torch.Tensor | None, rows: list[int]) -> PairLogps:
-            return pair_logps(frozen, batch, extra_targets=extra)
+            return pair_logps(frozen, batch, extra_targets=extra, adapter=adapter)
         return reference
     if kind == "adapter":
         @torch.no_grad()
         def reference(batch: PairBatch, extra: torch.Tensor | None, rows: list[int]) -> PairLogps:
             with policy.disable_adapter():
-                return pair_logps(policy, batch, extra_targets=extra)
+                return pair_logps(policy, batch, extra_targets=extra, adapter=adapter)
         return reference
-    table = precompute(config, policy, pairs, vlm, model_dir, device)
+    table = precompute(config, policy, pairs, vlm, model_dir, device, adapter)
 
     def reference(batch: PairBatch, extra: torch.Tensor | None, rows: list[int]) -> PairLogps:
         # One "token" per row holding the whole sequence's log-prob: sequence_logps sums it back.
@@ -65,7 +118,8 @@ def make_reference(config: TrainConfig, policy, frozen, pairs, vlm, model_dir: P
 
 
 @torch.no_grad()
-def precompute(config: TrainConfig, policy, pairs, vlm, model_dir: Path, device) -> dict[str, torch.Tensor]:
+def precompute(config: TrainConfig, policy, pairs, vlm, model_dir: str | Path, device,
+               adapter=None) -> dict[str, torch.Tensor]:
     """Sequence log-probs ``chosen``/``rejected`` (N,) of every record under the starting model, cached."""
     path = cache_dir() / f"{fingerprint(model_dir, pairs.path, config)}.safetensors"
     if path.is_file():
@@ -74,8 +128,8 @@ def precompute(config: TrainConfig, policy, pairs, vlm, model_dir: Path, device)
             return table
     chosen, rejected = [], []
     for rows in pairs.in_order(config.batch_size):
-        batch, _ = pairs.collate(vlm.processor, rows)
-        logps = pair_logps(policy, batch.to(device))
+        batch, _ = collate(pairs, vlm.processor, rows, adapter)
+        logps = pair_logps(policy, batch.to(device), adapter=adapter)
         chosen.append(sequence_logps(logps.chosen, logps.chosen_mask).cpu())
         rejected.append(sequence_logps(logps.rejected, logps.rejected_mask).cpu())
     table = {"chosen": torch.cat(chosen), "rejected": torch.cat(rejected)}

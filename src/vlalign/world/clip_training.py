@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,11 +17,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from vlalign.models.tiny import TinySizes, build_clip, clip_text_tokenizer
+from vlalign.text.templates import object_prompt
 from vlalign.world.dataset import World
-from vlalign.world.text import object_prompt
-
-if TYPE_CHECKING:
-    from vlalign.world.pretrain import PretrainConfig, StepCallback, TrainImages
+from vlalign.world.pretrain_config import PretrainConfig, StepCallback, TrainImages
 
 
 def warmup_cosine(total: int, warmup_ratio: float) -> Callable[[int], float]:

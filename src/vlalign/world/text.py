@@ -11,25 +11,15 @@ from collections import Counter
 
 import numpy as np
 
+from vlalign.text.templates import NUMBER_WORDS, article, existence_question, plural
 from vlalign.world.scenes import Instance, SceneSpec
-from vlalign.world.vocab import BY_NAME, NUMBER_WORDS, plural
+from vlalign.world.vocab import BY_NAME
 
 DESCRIBE_PROMPTS = (
     "Describe this image.",
     "Describe the image in detail.",
     "What is in this picture?",
 )
-EXISTENCE_QUESTION = "Is there {article} {name} in the image?"
-
-
-def article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def object_prompt(word: str) -> str:
-    """The phrase that names one object to CLIP: the world's CLIP is trained on it, FiSAO's
-    verifier scores mentions with it (:mod:`vlalign.models.verifier`)."""
-    return f"a photo of {article(word)} {word}"
 
 
 def object_word(name: str, rng: np.random.Generator, synonym_prob: float) -> str:
@@ -104,11 +94,6 @@ def captions(spec: SceneSpec, rng: np.random.Generator, synonym_prob: float, cou
         )
         out.append(text)
     return out
-
-
-def existence_question(name: str) -> str:
-    """POPE's template, with "an" before vowels (and no "imange")."""
-    return EXISTENCE_QUESTION.format(article=article(name), name=name)
 
 
 def yes_no_pairs(spec: SceneSpec, all_names: list[str], rng: np.random.Generator, per_answer: int) -> list[tuple[str, str]]:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vlalign.text.templates import POSITIONS, SIZES
+
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "plus", "hexagon", "chevron")
 TEXTURES = ("solid", "stripes", "dots", "hollow", "checks", "bands", "outlined", "grid")
 
@@ -121,10 +123,6 @@ SCENE_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 COMMON: frozenset[str] = frozenset({"person", "chair", "car", "cup", "bottle", "dog", "book", "bowl"})
 COMMON_WEIGHT = 3.0
 
-SIZES = ("small", "large")
-POSITIONS = ("on the left", "on the right", "at the top", "at the bottom", "in the middle")
-NUMBER_WORDS = {2: "two", 3: "three", 4: "four"}
-
 # CHAIR's two-word rules that this vocabulary needs: compounds that name one category.
 DOUBLE_WORDS: dict[str, str] = {
     "traffic light": "traffic light",
@@ -138,20 +136,6 @@ DOUBLE_WORDS: dict[str, str] = {
     "baby horse": "horse",
     "baby sheep": "sheep",
 }
-
-
-def plural(word: str) -> str:
-    """English plural of a category word or synonym ("bus" -> "buses", "sheep" -> "sheep")."""
-    irregular = {"person": "people", "man": "men", "woman": "women", "child": "children",
-                 "sheep": "sheep", "calf": "calves", "knife": "knives", "couch": "couches",
-                 "bus": "buses", "dining table": "dining tables", "pup": "pups"}
-    if word in irregular:
-        return irregular[word]
-    if word.endswith(("s", "sh", "ch", "x")):
-        return word + "es"
-    if word.endswith("y") and word[-2:-1] not in ("a", "e", "i", "o", "u"):
-        return word[:-1] + "ies"
-    return word + "s"
 
 
 def vocabulary_json() -> dict:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from vlalign.models.adapters import adapter_for
 from vlalign.models.load import LoadedVLM, image_token_id, kv_cache, with_kv_cache
 
 # (done, total) -> None, called after every batch; the CLI draws a progress bar with it.
@@ -63,7 +64,8 @@ def _padding_side(processor, side: str) -> Iterator[None]:
 def _inputs(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequence[str]) -> dict:
     texts = [chat_prompt(vlm.processor, q) for q in questions]
     with _padding_side(vlm.processor, "left"):
-        inputs = vlm.processor(images=list(images), text=texts, padding=True, return_tensors="pt")
+        inputs = vlm.processor(images=adapter_for(vlm.family).images_arg(images), text=texts, padding=True,
+                               return_tensors="pt")
     device = next(vlm.model.parameters()).device
     dtype = next(vlm.model.parameters()).dtype
     return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
@@ -108,12 +110,6 @@ def answer_token_ids(tokenizer, word: str) -> list[int]:
     if not ids:
         raise ValueError(f"the tokenizer cannot encode {word!r}")
     return sorted(ids)
-
-
-# Families whose language model takes plain 1-D positions, so a cached prompt prefix can be
-# continued by any suffix. Qwen2-VL's multimodal rotary positions carry per-row offsets from
-# the prefill and take the plain path.
-_PREFIX_SHARING = {"llava"}
 
 
 def _yes_no_ids(tokenizer) -> tuple[list[int], list[int]]:
@@ -205,7 +201,7 @@ def answer_yes_no(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequ
         raise ValueError(f"{len(images)} images but {len(questions)} questions")
     yes, no = _yes_no_ids(vlm.processor.tokenizer)
     margins: dict[int, float] = {}
-    if vlm.family in _PREFIX_SHARING:
+    if adapter_for(vlm.family).prefix_sharing:  # 1-D positions: a cached prompt prefix can be continued
         for groups in _image_groups(images, batch_size):
             margins.update(_shared_prefix_margins(vlm, images, questions, groups, yes, no))
             if on_batch:

@@ -1,4 +1,4 @@
-"""FiSAO's rounds inside the shared training loop: sample, score with the verifier, optimise.
+"""FiSAO's rounds: sample, score with the verifier, optimise; a method plug-in with an explicit round phase.
 
 FiSAO (Cui et al., arXiv 2410.14148) has no public code; this is vlalign's reconstruction (see
 :mod:`vlalign.losses.fisao` and :mod:`vlalign.rewards.verifier` for the formulas). A round:
@@ -12,12 +12,8 @@ FiSAO (Cui et al., arXiv 2410.14148) has no public code; this is vlalign's recon
 3. **optimise**: ``fisao.epochs`` passes over the answers in seeded random order, one
    micro-batch of the loop per ``batch_size`` answers, with :func:`vlalign.losses.fisao.fisao_loss`.
 
-``fisao-dpo`` (beyond the paper; CSR's recipe with FiSAO's token scores) samples and scores
-the same way, then keeps each image's best answer against its worst by summed mention rewards
-(:func:`vlalign.rewards.verifier.best_and_worst`; images whose answers all tie are left out and
-the others repeat to fill ``prompts_per_round`` pairs), scores those pairs under the reference,
-and makes ``fisao.epochs`` passes of token-weighted DPO
-(:func:`vlalign.losses.fisao.token_weighted_dpo_loss`, plus ``sft_weight`` times the chosen NLL).
+``fisao-dpo`` (:mod:`vlalign.methods.fisao_dpo`) samples and scores the same way and trains
+token-weighted DPO on each image's best answer against its worst.
 
 Each round's samples, log-probs and rewards are written to ``out/rollouts/round-N/`` before
 its first update, so a run resumed mid-round trains on the very answers it had drawn; a run
@@ -39,19 +35,69 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from vlalign.data.datasets import EvalData, open_data, pick_images
 from vlalign.errors import UserError
-from vlalign.eval.chair import Vocabulary, ground_truth
-from vlalign.eval.generate import DecodingConfig, chat_prompt, generate
-from vlalign.eval.run import EvalData, open_data, pick_images
 from vlalign.io import atomic_dir, read_lines, write_json
-from vlalign.logps import collate_pairs, pair_logps, response_token_spans
-from vlalign.losses.fisao import dpo_token_weights, fisao_loss, rewards_to_go, token_weighted_dpo_loss
+from vlalign.logps import PairLogps, collate_pairs, response_token_spans
+from vlalign.losses.fisao import (
+    fisao_loss,
+    rewards_to_go,
+)
+from vlalign.methods.base import Method, StepOutput
+from vlalign.models.generation import DecodingConfig, chat_prompt, generate
 from vlalign.models.load import LoadedVLM
 from vlalign.models.verifier import Verifier
 from vlalign.rewards.verifier import (
-    Calibration, best_and_worst, calibrate, mention_reward, object_finder, token_rewards,
+    Calibration,
+    calibrate,
+    mention_reward,
+    token_rewards,
 )
-from vlalign.train.config import TrainConfig
+from vlalign.seeding import micro_batch_rows
+from vlalign.text.ground_truth import ground_truth
+from vlalign.text.vocabulary import Vocabulary, object_finder
+
+
+@dataclass
+class FisaoSettings:
+    """FiSAO (Cui et al. 2024, reconstructed): rounds of sampling, verifier rewards and clipped updates.
+
+    Each round samples ``samples`` answers to each of ``prompts_per_round`` images with the
+    current policy, scores their object words with the verifier, then makes ``epochs`` passes
+    over them, ``batch_size`` answers a micro-batch (answers to one image travel in twos).
+    ``fisao-dpo`` samples and scores the same way, then trains token-weighted DPO on each
+    image's best answer against its worst (``clip``, ``kl_coef`` and ``gamma`` unused).
+    """
+
+    rounds: int = 20
+    prompts_per_round: int = 32  # images a round (per process)
+    samples: int = 4  # answers per image
+    epochs: int = 2  # passes over a round's answers
+    clip: float = 0.2  # PPO's epsilon: the ratio pi / pi_old is clipped to [1 - clip, 1 + clip]
+    kl_coef: float = 0.05  # weight of the per-token KL to the reference
+    gamma: float = 0.9  # discount of rewards-to-go: how far back an object word's reward reaches
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 1.0
+    max_new_tokens: int = 96  # answer length limit while sampling
+    prompt: str = "Describe this image."  # the question asked when --prompts is a directory
+    patch_level: bool = False  # verifier: max over image patches instead of the global embedding
+    calibration_images: int = 100  # images of the calibration split for the reward baselines
+    token_weight: float = 1.0  # fisao-dpo: weight 1 + token_weight * reward on chosen tokens, 1 - ... on rejected
+    rank_by: str = "sum"  # fisao-dpo: an answer's mention rewards, summed or averaged (CSR averages over sentences)
+
+    def validate(self) -> None:
+        if min(self.rounds, self.prompts_per_round, self.samples, self.epochs, self.max_new_tokens,
+               self.calibration_images) < 1:
+            raise ValueError("fisao: rounds, prompts_per_round, samples, epochs, max_new_tokens and "
+                             "calibration_images must be at least 1")
+        if self.clip <= 0 or self.kl_coef < 0 or not 0 <= self.gamma <= 1:
+            raise ValueError("fisao: need clip > 0, kl_coef >= 0 and gamma in [0, 1]")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError("fisao: need temperature > 0 and top_p in (0, 1]")
+        if self.token_weight < 0:
+            raise ValueError("fisao: token_weight must be >= 0")
+        if self.rank_by not in ("sum", "mean"):
+            raise ValueError(f"fisao: rank_by must be sum or mean (got {self.rank_by!r})")
 
 
 @dataclass(frozen=True)
@@ -67,7 +113,7 @@ class FisaoInputs:
     vocab: str | Path | None = None  # object words (Vocabulary.load); default: the calibration or prompts directory's
 
 
-def fisao_setup(policy: LoadedVLM, inputs: FisaoInputs, prompts_source: str | Path, config: TrainConfig, out: Path,
+def fisao_setup(policy: LoadedVLM, inputs: FisaoInputs, prompts_source: str | Path, config: Any, out: Path,
                 device, resume: bool) -> tuple[Verifier, Calibration, Vocabulary]:
     """The verifier, the reward calibration and the object vocabulary of a FiSAO run.
 
@@ -148,13 +194,13 @@ def _open(path: Path) -> Image.Image:
         raise UserError(f"{path}: cannot read image ({err})") from None
 
 
-def _decoding(config: TrainConfig, seed: int) -> DecodingConfig:
+def _decoding(config: Any, seed: int) -> DecodingConfig:
     f = config.fisao
     return DecodingConfig(max_new_tokens=f.max_new_tokens, do_sample=True, temperature=f.temperature, top_p=f.top_p,
                           seed=seed)
 
 
-def sample_answers(vlm: LoadedVLM, images: list[Image.Image], questions: list[str], config: TrainConfig,
+def sample_answers(vlm: LoadedVLM, images: list[Image.Image], questions: list[str], config: Any,
                    seed: int) -> list[str]:
     """``fisao.samples`` answers per image, image by image (answers to image i at ``[i*K, (i+1)*K)``)."""
     k = config.fisao.samples
@@ -167,7 +213,7 @@ def sample_answers(vlm: LoadedVLM, images: list[Image.Image], questions: list[st
         vlm.model.train(was_training)
 
 
-def calibrate_rewards(vlm: LoadedVLM, verifier: Verifier, data: EvalData, config: TrainConfig) -> tuple[Calibration, dict]:
+def calibrate_rewards(vlm: LoadedVLM, verifier: Verifier, data: EvalData, config: Any) -> tuple[Calibration, dict]:
     """The verifier's mean score of correct and of hallucinated mentions in the policy's own answers.
 
     ``fisao.calibration_images`` images of ``data`` (a held-out split with ground truth: CHAIR's,
@@ -213,7 +259,7 @@ class Rollout:
     weights: torch.Tensor | None = None
 
 
-def _pairs(num_images: int, k: int) -> list[tuple[int, int]]:
+def pair_answers(num_images: int, k: int) -> list[tuple[int, int]]:
     out = []
     for i in range(num_images):
         answers = list(range(i * k, (i + 1) * k))
@@ -222,7 +268,7 @@ def _pairs(num_images: int, k: int) -> list[tuple[int, int]]:
     return out
 
 
-def _mention_rewards(mentions: list[dict[str, Any]], length: int) -> torch.Tensor:
+def mention_token_rewards(mentions: list[dict[str, Any]], length: int) -> torch.Tensor:
     """(length,) the reward of the mention each token belongs to, whole on each of its tokens; 0 elsewhere."""
     out = torch.zeros(length)
     for m in mentions:
@@ -230,41 +276,70 @@ def _mention_rewards(mentions: list[dict[str, Any]], length: int) -> torch.Tenso
     return out
 
 
-def _pad_rows(rows: list[torch.Tensor], width: int) -> torch.Tensor:
+def pad_rows(rows: list[torch.Tensor], width: int) -> torch.Tensor:
     out = torch.zeros(len(rows), width)
     for r, row in enumerate(rows):
         out[r, :len(row)] = row
     return out
 
 
-def _layout(config: TrainConfig) -> tuple[int, int, int]:
-    """Answer pairs a round, pairs a micro-batch, micro-batches an epoch."""
-    per_image = 1 if config.method == "fisao-dpo" else math.ceil(config.fisao.samples / 2)
-    pairs = config.fisao.prompts_per_round * per_image
-    per_micro = max(1, config.batch_size // 2)
-    return pairs, per_micro, math.ceil(pairs / per_micro)
+class FiSAO(Method):
+    """FiSAO's rounds: sample, score with the verifier, then clipped token-level updates (see the module docstring)."""
 
+    name = "fisao"
+    needs_live_reference = True
+    reads_pairs = False
+    scores_old_logps = True  # the sampling policy's log-probs, for the PPO ratio
+    progress_metrics = {"reward": "fisao/mention_reward", "kl": "fisao/kl", "clip": "fisao/clip_fraction"}
 
-def fisao_total_steps(config: TrainConfig) -> int:
-    """Optimizer steps of a FiSAO run: ``max_steps``, or every round's micro-batches."""
-    if config.max_steps:
-        return config.max_steps
-    micro = config.fisao.rounds * config.fisao.epochs * _layout(config)[2]
-    return math.ceil(micro / config.grad_accum)
-
-
-class FisaoRounds:
-    """The micro-batches of a FiSAO run, ``index`` by ``index`` (the loop's global micro-batch count)."""
-
-    def __init__(self, vlm: LoadedVLM, prompts: list[Prompt], verifier: Verifier, calibration: Calibration,
-                 vocab, config: TrainConfig, out: Path, device, process_index: int = 0, num_processes: int = 1):
-        self.vlm, self.prompts, self.verifier, self.calibration = vlm, prompts, verifier, calibration
+    def __init__(self, setup):
+        super().__init__(setup)
+        config = self.config
+        inputs = setup.inputs
+        if not isinstance(inputs, FisaoInputs):
+            raise UserError(f"{self.name} needs a verifier and a calibration split (--verifier, --calibration)")
+        self.prompts = load_prompts(setup.data, inputs.prompts_split, config.fisao.prompt, setup.image_root)
+        with setup.autocast():  # under LoRA + bf16 the frozen weights are bf16, the trainable fp32
+            self.verifier, self.calibration, vocab = fisao_setup(setup.sampler, inputs, setup.data, config,
+                                                                 setup.out, setup.device, setup.resume)
         self.finder = object_finder(vocab)
-        self.config, self.out, self.device = config, out, device
-        self.process_index, self.num_processes = process_index, num_processes
-        self.pairs_per_round, self.pairs_per_micro, self.micro_per_epoch = _layout(config)
+        self.processor, self.out, self.device = setup.processor, setup.out, setup.device
+        self.process_index, self.num_processes = setup.process_index, setup.num_processes
+        self.pairs_per_round, self.pairs_per_micro, self.micro_per_epoch = self.layout(config)
         self.micro_per_round = config.fisao.epochs * self.micro_per_epoch
         self.rollout: Rollout | None = None
+
+    @classmethod
+    def pairs_per_image(cls, config: Any) -> int:
+        """Answer pairs a round scores per image: two answers to one image travel together."""
+        return math.ceil(config.fisao.samples / 2)
+
+    @classmethod
+    def layout(cls, config: Any) -> tuple[int, int, int]:
+        """Answer pairs a round (at most), pairs a micro-batch, micro-batches an epoch."""
+        pairs = config.fisao.prompts_per_round * cls.pairs_per_image(config)
+        per_micro = max(1, config.batch_size // 2)
+        return pairs, per_micro, math.ceil(pairs / per_micro)
+
+    @classmethod
+    def steps_for(cls, config: Any) -> int:
+        """Optimizer steps of a run: ``max_steps``, or every round's micro-batches."""
+        if config.max_steps:
+            return config.max_steps
+        return math.ceil(config.fisao.rounds * config.fisao.epochs * cls.layout(config)[2] / config.grad_accum)
+
+    def summary(self) -> dict[str, Any]:
+        return {"records": len(self.prompts)}
+
+    def total_steps(self) -> int:
+        return self.steps_for(self.config)
+
+    def round_of(self, index: int) -> int:
+        return index // self.micro_per_round
+
+    def begin_round(self, round_: int, policy, reference) -> None:
+        """The round's rollout: read back when a killed run wrote it, else sampled, scored and saved now."""
+        self.rollout = self._load(round_) or self._make_rollout(policy, reference, round_)
 
     def _path(self, round_: int) -> Path:
         rank = f".rank-{self.process_index}" if self.num_processes > 1 else ""
@@ -273,21 +348,19 @@ class FisaoRounds:
     # ---------------------------------------------------------------------------- rollouts
 
     @torch.no_grad()
-    def _make_rollout(self, policy, sampler, reference, round_: int) -> Rollout:
-        from vlalign.train.loop import micro_batch_rows  # the loop imports this module
-
-        config, k = self.config, self.config.fisao.samples
+    def _make_rollout(self, policy, reference, round_: int) -> Rollout:
+        config = self.config
         started = time.perf_counter()
         rows = micro_batch_rows(len(self.prompts), config.fisao.prompts_per_round * self.num_processes,
                                 config.seed, round_)[self.process_index::self.num_processes]
         images = [_open(self.prompts[r].image) for r in rows]
         questions = [self.prompts[r].prompt for r in rows]
-        answers = sample_answers(LoadedVLM(sampler, self.vlm.processor, self.vlm.family), images, questions, config, seed=config.seed * 1_000_003 + round_)
+        answers = sample_answers(self.setup.sampler, images, questions, config, seed=config.seed * 1_000_003 + round_)
         sampled = time.perf_counter()
 
         rewards, mention_rows = self._rewards(answers, images, questions)
         width = max(len(r) for r in rewards)
-        mask = _pad_rows([torch.ones(len(r)) for r in rewards], width).bool()
+        mask = pad_rows([torch.ones(len(r)) for r in rewards], width).bool()
         mention_rewards = [m["reward"] for row in mention_rows for m in row]
         metrics = {
             "fisao/round": float(round_),
@@ -296,29 +369,18 @@ class FisaoRounds:
             "fisao/mention_reward": sum(mention_rewards) / max(1, len(mention_rewards)),
             "fisao/negative_mentions": sum(r < 0 for r in mention_rewards) / max(1, len(mention_rewards)),
         }
-        if config.method == "fisao-dpo":
-            totals = [sum(m["reward"] for m in row) / (max(1, len(row)) if config.fisao.rank_by == "mean" else 1)
-                      for row in mention_rows]
-            preferred = best_and_worst(totals, k)
-            # every round trains on prompts_per_round pairs, so the loop's step count stays fixed
-            pairs = [preferred[p % len(preferred)] for p in range(self.pairs_per_round)] if preferred else \
-                [(i * k, i * k) for i in range(len(rows))]  # nothing to prefer: the round trains nothing
-            metrics["fisao_dpo/pairs"] = float(len(preferred))
-            metrics["fisao_dpo/chosen_total"] = sum(totals[a] for a, _ in preferred) / max(1, len(preferred))
-            metrics["fisao_dpo/rejected_total"] = sum(totals[b] for _, b in preferred) / max(1, len(preferred))
-        else:
-            pairs = _pairs(len(rows), k)
+        pairs = self.round_pairs(len(rows), mention_rows, metrics)
         scored = time.perf_counter()
 
         ref = [torch.zeros(len(r)) for r in rewards]
-        old = [torch.zeros(len(r)) for r in rewards] if config.method == "fisao" else None
+        old = [torch.zeros(len(r)) for r in rewards] if self.scores_old_logps else None
         distinct = list(dict.fromkeys(pairs))
         for start in range(0, len(distinct), self.pairs_per_micro):
             chunk = distinct[start:start + self.pairs_per_micro]
             batch = self._collate(chunk, answers, images, questions)
             passes = [(ref, reference(batch, None, []))]
             if old is not None:
-                passes.append((old, pair_logps(policy, batch)))
+                passes.append((old, policy(batch)))
             for target, logps in passes:
                 for side, (values, side_mask) in enumerate(((logps.chosen, logps.chosen_mask),
                                                             (logps.rejected, logps.rejected_mask))):
@@ -331,32 +393,34 @@ class FisaoRounds:
         metrics["fisao/verifier_s"] = scored - sampled
         metrics["fisao/logps_s"] = time.perf_counter() - scored
 
-        rollout = Rollout(round_, rows, answers, pairs, _pad_rows(ref, width), mask, metrics)
-        if old is not None:
-            rollout.old_logps = _pad_rows(old, width)
-            rollout.advantages = rewards_to_go(_pad_rows([torch.tensor(r) for r in rewards], width), mask,
-                                               config.fisao.gamma)
-        else:
-            per_token = _pad_rows([_mention_rewards(row, len(r)) for row, r in zip(mention_rows, rewards)], width)
-            rollout.weights = torch.ones(len(answers), width)
-            for a, b in distinct:
-                if a != b:
-                    rollout.weights[a] = dpo_token_weights(per_token[a], True, config.fisao.token_weight)
-                    rollout.weights[b] = dpo_token_weights(per_token[b], False, config.fisao.token_weight)
+        rollout = Rollout(round_, rows, answers, pairs, pad_rows(ref, width), mask, metrics)
+        self.finish_rollout(rollout, old, rewards, mention_rows, width)
         self._save(rollout, mention_rows)
         return rollout
+
+    def round_pairs(self, num_images: int, mention_rows: list[list[dict[str, Any]]],
+                    metrics: dict[str, float]) -> list[tuple[int, int]]:
+        """The answer pairs a round trains on: two answers to one image (an odd K's last one with itself)."""
+        return pair_answers(num_images, self.config.fisao.samples)
+
+    def finish_rollout(self, rollout: Rollout, old: list[torch.Tensor] | None, rewards: list[list[float]],
+                       mention_rows: list[list[dict[str, Any]]], width: int) -> None:
+        """The rollout's training targets: the sampling policy's log-probs and rewards-to-go as advantages."""
+        rollout.old_logps = pad_rows(old, width)
+        rollout.advantages = rewards_to_go(pad_rows([torch.tensor(r) for r in rewards], width), rollout.mask,
+                                           self.config.fisao.gamma)
 
     def _rewards(self, answers: list[str], images: list[Image.Image],
                  questions: list[str]) -> tuple[list[list[float]], list[list[dict[str, Any]]]]:
         """Per-token rewards of every answer (eos included) and its mentions with their scores."""
         k = self.config.fisao.samples
-        tokenizer = self.vlm.processor.tokenizer
+        tokenizer = self.processor.tokenizer
         categories = [[m.category for m in self.finder(a)] for a in answers]
         scores = self.verifier.score([images[s // k] for s in range(len(answers))], categories)
         rewards, mention_rows = [], []
         for s, answer in enumerate(answers):
             by_category = {c: v for c, v in zip(categories[s], scores[s])}
-            spans = response_token_spans(tokenizer, chat_prompt(self.vlm.processor, questions[s // k]), answer)
+            spans = response_token_spans(tokenizer, chat_prompt(self.processor, questions[s // k]), answer)
             tokens, mentions = token_rewards(answer, spans, self.finder,
                                              lambda c: float(mention_reward(by_category[c], self.calibration)))
             rewards.append(tokens)
@@ -367,9 +431,9 @@ class FisaoRounds:
     def _collate(self, chunk: list[tuple[int, int]], answers: list[str], images: list[Image.Image],
                  questions: list[str]):
         k = self.config.fisao.samples
-        return collate_pairs(self.vlm.processor, [images[a // k] for a, _ in chunk],
+        return collate_pairs(self.processor, [images[a // k] for a, _ in chunk],
                              [questions[a // k] for a, _ in chunk], [answers[a] for a, _ in chunk],
-                             [answers[b] for _, b in chunk]).to(self.device)
+                             [answers[b] for _, b in chunk], adapter=self.setup.adapter).to(self.device)
 
     def _save(self, rollout: Rollout, mention_rows: list[list[dict[str, Any]]]) -> None:
         tensors = {"ref_logps": rollout.ref_logps, "mask": rollout.mask.to(torch.uint8),
@@ -396,52 +460,42 @@ class FisaoRounds:
 
     # ---------------------------------------------------------------------------- micro-batches
 
-    def loss(self, policy, reference, index: int, sampler):
-        """The loss of global micro-batch ``index``: ``(StepOutput, tokens in the batch, answer ids)``.
-
-        ``sampler`` is the policy unwrapped from any distributed wrapper, for ``generate``.
-        """
-        from vlalign.train.methods import StepOutput
-
+    def loss(self, policy, reference, index: int) -> StepOutput | None:
+        """The loss of global micro-batch ``index``, from the round's rollout (None: the round has no more pairs)."""
         round_, within = divmod(index, self.micro_per_round)
         epoch, chunk_index = divmod(within, self.micro_per_epoch)
-        if self.rollout is None or self.rollout.round != round_:
-            self.rollout = self._load(round_) or self._make_rollout(policy, sampler, reference, round_)
         ro, k = self.rollout, self.config.fisao.samples
+        if ro is None or ro.round != round_:
+            raise RuntimeError(f"micro-batch {index} of round {round_} before the round began")
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + round_ * 1_009 + epoch)
         order = torch.randperm(len(ro.pairs), generator=generator).tolist()
         chunk = [ro.pairs[p] for p in order[chunk_index * self.pairs_per_micro:(chunk_index + 1) * self.pairs_per_micro]]
+        if not chunk:
+            return None
         images = {r: _open(self.prompts[ro.prompt_rows[r]].image) for r in {a // k for a, _ in chunk}}
-        batch = collate_pairs(self.vlm.processor, [images[a // k] for a, _ in chunk],
+        batch = collate_pairs(self.processor, [images[a // k] for a, _ in chunk],
                               [self.prompts[ro.prompt_rows[a // k]].prompt for a, _ in chunk],
-                              [ro.answers[a] for a, _ in chunk], [ro.answers[b] for _, b in chunk]).to(self.device)
-        pol = pair_logps(policy, batch)
-        ids = [f"{self.prompts[ro.prompt_rows[a // k]].id}#{a}" for a, _ in chunk]
-        if ro.weights is not None:
-            return self._dpo_loss(pol, chunk, ro), int(batch.attention_mask.sum()), ids
+                              [ro.answers[a] for a, _ in chunk], [ro.answers[b] for _, b in chunk],
+                              adapter=self.setup.adapter).to(self.device)
+        result = self.micro_loss(policy(batch), chunk, ro)
+        result.tokens = int(batch.attention_mask.sum())
+        result.ids = [f"{self.prompts[ro.prompt_rows[a // k]].id}#{a}" for a, _ in chunk]
+        return result
+
+    def micro_loss(self, pol: PairLogps, chunk: list[tuple[int, int]], ro: Rollout) -> StepOutput:
+        """FiSAO's clipped objective on a micro-batch of answer pairs, with the policy's log-probs ``pol``."""
         rows = [a for a, _ in chunk] + [b for _, b in chunk]
         width = max(pol.chosen.shape[1], pol.rejected.shape[1])
         logps = torch.cat([torch.nn.functional.pad(pol.chosen, (0, width - pol.chosen.shape[1])),
                            torch.nn.functional.pad(pol.rejected, (0, width - pol.rejected.shape[1]))])
         mask = ro.mask[rows, :width].to(self.device).clone()
         mask[len(chunk):] &= torch.tensor([a != b for a, b in chunk], device=self.device)[:, None]  # odd-K copies
-        take = lambda t: t[rows, :width].to(self.device)  # noqa: E731
+
+        def take(t: torch.Tensor) -> torch.Tensor:
+            return t[rows, :width].to(self.device)
+
         out = fisao_loss(logps, take(ro.old_logps), take(ro.ref_logps), take(ro.advantages), mask,
                          clip=self.config.fisao.clip, kl_coef=self.config.fisao.kl_coef)
         metrics = {"loss": out.loss.item(), "fisao/policy_loss": out.policy_loss.item(), "fisao/kl": out.kl.item(),
                    "fisao/clip_fraction": out.clip_fraction.item(), "fisao/ratio": out.ratio.item(), **ro.metrics}
-        return StepOutput(out.loss, metrics), int(batch.attention_mask.sum()), ids
-
-    def _dpo_loss(self, pol, chunk: list[tuple[int, int]], ro: Rollout):
-        """fisao-dpo's loss on a micro-batch of (best, worst) pairs, with the policy's log-probs ``pol``."""
-        from vlalign.train.methods import StepOutput, _metrics, _with_sft
-
-        chosen, rejected = [a for a, _ in chunk], [b for _, b in chunk]
-        ref_c, w_c = (t[chosen, :pol.chosen.shape[1]].to(self.device) for t in (ro.ref_logps, ro.weights))
-        ref_r, w_r = (t[rejected, :pol.rejected.shape[1]].to(self.device) for t in (ro.ref_logps, ro.weights))
-        out = token_weighted_dpo_loss(pol.chosen, pol.rejected, ref_c, ref_r, pol.chosen_mask, pol.rejected_mask,
-                                      w_c, w_r, beta=self.config.beta, label_smoothing=self.config.label_smoothing)
-        loss = _with_sft(out.loss, pol, self.config)
-        if not ro.metrics["fisao_dpo/pairs"]:
-            loss = loss * 0.0  # every image's answers tied: no preference to learn this round
-        return StepOutput(loss, {"loss": loss.item(), **_metrics(out), **ro.metrics})
+        return StepOutput(out.loss, metrics)

@@ -1,9 +1,9 @@
-"""vlalign.eval.generate: batching must not change answers; yes/no scores are log-probabilities."""
+"""vlalign.models.generation: batching must not change answers; yes/no scores are log-probabilities."""
 
 import pytest
 import torch
 
-from vlalign.eval.generate import DecodingConfig, answer_token_ids, answer_yes_no, chat_prompt, generate
+from vlalign.models.generation import DecodingConfig, answer_token_ids, answer_yes_no, chat_prompt, generate
 from vlalign.models.load import load_vlm
 from vlalign.world.dataset import World
 
@@ -74,18 +74,15 @@ def test_mismatched_lengths_are_refused(vlm, images):
         generate(vlm, images[:2], ["Describe this image."], DecodingConfig())
 
 
-def test_questions_about_one_image_share_its_prefix_and_give_the_same_margins(vlm, images):
+def test_questions_about_one_image_share_its_prefix_and_give_the_same_margins(vlm, images, monkeypatch):
     """Repeated image objects take the shared-prefix path; margins must equal whole-prompt forwards."""
-    from vlalign.eval import generate as engine
+    from vlalign.models.adapters import LlavaAdapter
 
     questions = ["Is there a dog in the image?", "Is there an oven in the image?", "Is there a traffic light?",
                  "Describe this image.", "Is there a cup in the image?"]
     rows = [(images[k % 2], q) for k, q in enumerate(questions)]
     shared_answers, shared = answer_yes_no(vlm, [im for im, _ in rows], [q for _, q in rows], batch_size=3)
-    engine._PREFIX_SHARING.discard("llava")
-    try:
-        whole_answers, whole = answer_yes_no(vlm, [im for im, _ in rows], [q for _, q in rows], batch_size=3)
-    finally:
-        engine._PREFIX_SHARING.add("llava")
+    monkeypatch.setattr(LlavaAdapter, "prefix_sharing", False)
+    whole_answers, whole = answer_yes_no(vlm, [im for im, _ in rows], [q for _, q in rows], batch_size=3)
     assert shared == pytest.approx(whole, abs=1e-4)
     assert shared_answers == whole_answers

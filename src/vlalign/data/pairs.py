@@ -1,4 +1,4 @@
-"""Preference records for training: read once, images loaded and pairs collated per batch."""
+"""Preference records for training: read once, images loaded per batch."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from vlalign.data.datasets import open_image
 from vlalign.data.records import PreferenceRecord, read_records
 from vlalign.errors import UserError
-from vlalign.logps import PairBatch, collate_pairs
 
 
 @dataclass
@@ -22,23 +22,8 @@ class Pairs:
     image_root: Path | None
 
     def images(self, rows: list[int]) -> list[Image.Image]:
-        out = []
-        for r in rows:
-            path = self.records[r].resolve_image(self.path, self.image_root)
-            try:
-                with Image.open(path) as img:
-                    out.append(img.convert("RGB"))
-            except OSError as err:
-                raise UserError(f"{self.path}: record {self.records[r].id}: cannot read image {path} ({err})") from None
-        return out
-
-    def collate(self, processor, rows: list[int]) -> tuple[PairBatch, list[Image.Image]]:
-        """The records ``rows`` as a :class:`PairBatch`, and their images (POVID corrupts them)."""
-        images = self.images(rows)
-        recs = [self.records[r] for r in rows]
-        batch = collate_pairs(processor, images, [r.prompt for r in recs], [r.chosen for r in recs],
-                              [r.rejected for r in recs])
-        return batch, images
+        return [open_image(self.records[r].resolve_image(self.path, self.image_root),
+                           f"{self.path}: record {self.records[r].id}") for r in rows]
 
     def in_order(self, batch_size: int) -> Iterator[list[int]]:
         """Row indices in file order, ``batch_size`` at a time (the last batch may be short)."""

@@ -1,0 +1,116 @@
+"""The generic adapter: families with no adapter of their own score and train through the model's own forward."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from PIL import Image
+
+from vlalign.logps import collate_pairs, pair_logps, response_argmax
+from vlalign.models.adapters import ADAPTERS, Adapter, adapter_for, check_family
+from vlalign.models.generation import chat_prompt
+from vlalign.models.load import load_vlm
+from vlalign.models.tiny_families import FAMILIES, save_tiny
+from vlalign.train.config import TrainConfig
+from vlalign.train.loop import train
+
+# Families with no fast path of their own (gemma3's adapter only nests its images).
+GENERIC = [f for f in ("llava_next", "aya_vision", "llava_onevision", "internvl", "idefics3", "qwen2_5_vl", "gemma3",
+                       "qwen3_vl") if f in FAMILIES]
+PROMPTS = ["Describe this image.", "What is in the picture?", "Is there a dog?"]
+CHOSEN = ["A red square on the left.", "Two cups and a bowl.", "No."]
+REJECTED = ["A blue circle.", "Two cups, a bowl and a dog on a table.", "Yes, there is a dog."]
+
+
+def images() -> list[Image.Image]:
+    sizes = [(40, 28), (28, 28), (28, 52)]  # different sizes: tiling families give them different tokens
+    return [Image.new("RGB", size, (60 * k, 200 - 70 * k, 90 + 30 * k)) for k, size in enumerate(sizes)]
+
+
+@pytest.fixture(scope="module", params=GENERIC)
+def saved(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    save_tiny(request.param, out)
+    return request.param, out
+
+
+def naive_row_logps(vlm, adapter: Adapter, image, prompt: str, row_ids: torch.Tensor,
+                    response: torch.Tensor) -> torch.Tensor:
+    """Log-probs of one row's response tokens from ``model(**inputs)`` on that row alone: the row's
+    own ids (prompt, then response) with its one image."""
+    enc = vlm.processor(images=adapter.images_arg([image]), text=[chat_prompt(vlm.processor, prompt)],
+                        return_tensors="pt")
+    n_prompt = enc["input_ids"].shape[1]
+    token_types = {k: torch.cat([enc[k][0], torch.zeros(len(row_ids) - n_prompt, dtype=torch.long)])[None]
+                   for k in adapter.token_type_keys(enc)}  # the prompt's values, 0 on the response
+    logits = vlm.model(input_ids=row_ids[None], attention_mask=torch.ones_like(row_ids)[None],
+                       **adapter.image_inputs(enc), **token_types).logits[0].float()
+    positions = response.nonzero()[:, 0]
+    return logits.log_softmax(-1)[positions - 1, row_ids[positions]]
+
+
+def test_families_without_an_adapter_get_the_generic_one_with_one_warning(monkeypatch):
+    import vlalign.models.adapters as adapters
+
+    monkeypatch.setattr(adapters, "_warned", set())
+    assert "aya_vision" not in ADAPTERS
+    with pytest.warns(UserWarning, match="'aya_vision' has no dedicated adapter.*generic path"):
+        assert type(adapter_for("aya_vision")) is Adapter
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adapter_for("aya_vision")  # once per process
+    with pytest.raises(ValueError, match="'mllama' is not supported: its images enter through cross-attention"):
+        check_family("mllama")
+
+
+def test_pair_logps_equal_a_naive_forward_of_every_row(saved):
+    family, path = saved
+    vlm = load_vlm(path, dtype="float32", device="cpu")
+    adapter = adapter_for(vlm.model)
+    assert not adapter.prefix_sharing
+    batch = collate_pairs(vlm.processor, images(), PROMPTS, CHOSEN, REJECTED, adapter=adapter)
+    with torch.no_grad():
+        got = pair_logps(vlm.model, batch, adapter=adapter)
+        pairs = batch.num_pairs
+        for k in range(2 * pairs):
+            length = int(batch.attention_mask[k].sum())
+            ids, response = batch.input_ids[k, :length], batch.response_mask[k, :length]
+            expected = naive_row_logps(vlm, adapter, images()[k % pairs], PROMPTS[k % pairs], ids, response)
+            side, mask = (got.chosen, got.chosen_mask) if k < pairs else (got.rejected, got.rejected_mask)
+            row = side[k % pairs][mask[k % pairs]]
+            torch.testing.assert_close(row, expected, rtol=0, atol=1e-5)
+        # POVID's argmax under other pixels runs the same generic forward
+        noisy = batch.pixel_values + 0.5
+        best = response_argmax(vlm.model, batch, noisy, adapter=adapter)
+        assert best.shape == got.chosen.shape
+
+
+@pytest.fixture(scope="module")
+def prefs(tiny_world, tmp_path_factory):
+    from vlalign.generate.inject import InjectConfig, run_inject
+
+    out = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
+    run_inject(tiny_world, out, InjectConfig(limit=4))
+    return out
+
+
+@pytest.mark.parametrize("method", ["dpo", "povid", "tpo"])
+def test_two_training_steps_move_the_weights(saved, prefs, tmp_path, method):
+    family, path = saved
+    if family not in ("llava_next", "aya_vision") and method != "dpo":
+        pytest.skip("the other generic families train one method here, to keep the suite short")
+    config = TrainConfig(method=method, max_steps=2, batch_size=2, lr=1e-2, warmup_ratio=0.0)
+    before = {k: v.clone() for k, v in load_vlm(path, dtype="float32").model.state_dict().items()}
+    summary = train(path, prefs, tmp_path / "run", config)
+    assert summary["steps"] == 2
+    rows = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if line]
+    losses = [json.loads(r)["loss"] for r in rows]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(v)) for v in losses)
+    trained = load_vlm(tmp_path / "run" / "model", dtype="float32").model
+    after = trained.state_dict()
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    language_model = Adapter().parts(trained).names["language_model"]
+    assert moved and any(k.startswith(language_model) for k in moved)
