@@ -32,7 +32,7 @@ from statistics import NormalDist
 
 import torch
 
-import vlalign.train.fisao as fisao_module
+import vlalign.methods.fisao as fisao_module
 from effect import metrics  # bench/effect.py, on the path when this runs as a script
 from vlalign.config import load_config
 from vlalign.data.datasets import open_data
@@ -73,14 +73,14 @@ class OracleVerifier:
 def use_oracles(file_ids: dict[str, int]) -> dict[str, OracleVerifier]:
     """Make FiSAO tag each image it opens with its id, and load ``holder["oracle"]`` as its verifier."""
     holder: dict[str, OracleVerifier] = {}
-    opened = fisao_module._open
+    opened = fisao_module.open_image
 
     def open_tagged(path):
         image = opened(path)
         image.info["image_id"] = file_ids[Path(path).name]
         return image
 
-    fisao_module._open = open_tagged
+    fisao_module.open_image = open_tagged
     Verifier.load = classmethod(lambda cls, *args, **kwargs: holder["oracle"])
     return holder
 
@@ -95,7 +95,7 @@ def run(args, auc: float, seed: int, truth: dict[int, set[str]], holder: dict[st
     Calibration(1.0, 0.0, 1, 1, auc, False).save(calibration)
     config = load_config(TrainConfig, resolve_recipe(args.recipe, "train"), [f"seed={seed}", *args.set])
     train(Path(args.base) / "llava", args.world, out, config, resume=out.exists(),
-          fisao=fisao_module.FisaoInputs(Path(args.base) / "clip", calibration))
+          method_inputs=fisao_module.FisaoInputs(Path(args.base) / "clip", calibration))
     scores = evaluate(out / "model", args.world, "all", EvalConfig(num_images=args.eval_images, pope_mode="logits"))
     write_json(result, scores)
     return scores

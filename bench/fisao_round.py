@@ -56,11 +56,12 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from vlalign.config import load_config
+    from vlalign.data.datasets import open_image
+    from vlalign.methods.fisao import FisaoInputs, decoding_config, load_prompts
     from vlalign.models.generation import generate
     from vlalign.models.load import load_vlm
     from vlalign.recipes import resolve_recipe
     from vlalign.train.config import TrainConfig
-    from vlalign.train.fisao import FisaoInputs, _decoding, _open, load_prompts
     from vlalign.train.loop import train
 
     config = load_config(TrainConfig, resolve_recipe(RECIPE, "train"), [f"fisao.rounds={args.rounds}", *args.set])
@@ -68,7 +69,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         started = time.perf_counter()
-        train(base / "llava", args.world, out, config, fisao=FisaoInputs(base / "clip", args.world))
+        train(base / "llava", args.world, out, config, method_inputs=FisaoInputs(base / "clip", args.world))
         wall = time.perf_counter() - started
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         first = json.loads((out / "rollouts" / "round-0000" / "rollout.json").read_text())
@@ -89,10 +90,10 @@ def main() -> int:
     # Sampling the first round's prompts again: batched (as the run does) vs one answer per call.
     prompts = load_prompts(args.world, "train", f.prompt)
     rows_used = first["prompt_rows"]
-    images = [_open(prompts[r].image) for r in rows_used for _ in range(f.samples)]
+    images = [open_image(prompts[r].image) for r in rows_used for _ in range(f.samples)]
     questions = [prompts[r].prompt for r in rows_used for _ in range(f.samples)]
     vlm = load_vlm(base / "llava", dtype="float32", device="cpu")
-    decoding = _decoding(config, seed=0)
+    decoding = decoding_config(config, seed=0)
     times = {}
     for name, batch_size in (("batched", max(config.batch_size, f.samples)), ("one at a time", 1)):
         started = time.perf_counter()

@@ -114,3 +114,15 @@ def test_two_training_steps_move_the_weights(saved, prefs, tmp_path, method):
     moved = [k for k in before if not torch.equal(before[k], after[k])]
     language_model = Adapter().parts(trained).names["language_model"]
     assert moved and any(k.startswith(language_model) for k in moved)
+
+
+def test_a_family_the_scorer_cannot_drive_is_refused_before_anything_loads(tmp_path, prefs):
+    from vlalign.errors import UserError
+
+    model = tmp_path / "mllama"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "mllama"}))  # no processor, no weights
+    with pytest.raises(UserError, match=r"mllama: model family 'mllama' is not supported: its images enter"):
+        train(model, prefs, tmp_path / "run", TrainConfig(max_steps=1))
+    assert not (tmp_path / "run").exists()
+

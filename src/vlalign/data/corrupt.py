@@ -322,10 +322,12 @@ def corrupt_image(image: Image.Image, method: str, *, step: int = 500, mode: str
 
 
 def corrupt_pixels(processor, images: list[Image.Image], step: int, mode: str,
-                   generator: torch.Generator) -> torch.Tensor:
+                   generator: torch.Generator | list[torch.Generator]) -> torch.Tensor:
     """POVID's and TPO's corrupted images: diffusion noise in [0, 1] pixel space, then the processor as usual.
 
-    Returns the processor's ``pixel_values`` of the corrupted images (the shape of the clean ones').
+    ``generator`` is one generator for all the images in turn, or one per image. Returns the
+    processor's ``pixel_values`` of the corrupted images (the shape of the clean ones').
     """
-    noisy = [to_pil(diffusion_noise(to_tensor(im), step, mode=mode, generator=generator)) for im in images]
+    generators = generator if isinstance(generator, list) else [generator] * len(images)
+    noisy = [to_pil(diffusion_noise(to_tensor(im), step, mode=mode, generator=g)) for im, g in zip(images, generators)]
     return processor.image_processor(noisy, return_tensors="pt")["pixel_values"]

@@ -53,7 +53,7 @@ def sequence_logps(token_logps: Tensor, mask: Tensor) -> Tensor:
     return kept.sum(dim=-1)
 
 
-def _check_sequence_logps(**tensors: Tensor) -> None:
+def check_sequence_logps(**tensors: Tensor) -> None:
     """Raise unless every tensor is 1-D and all share one shape ``(B,)``."""
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}
     first = next(iter(shapes.values()))
@@ -116,7 +116,7 @@ def dpo_loss(
         ``h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)``. Computed with
         ``F.logsigmoid``, so it stays finite for any finite ``h``.
     """
-    _check_sequence_logps(policy_chosen=policy_chosen, policy_rejected=policy_rejected,
+    check_sequence_logps(policy_chosen=policy_chosen, policy_rejected=policy_rejected,
                           ref_chosen=ref_chosen, ref_rejected=ref_rejected)
     if not beta > 0:
         raise ValueError(f"beta must be > 0, got {beta}")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from vlalign.losses.dpo import DPOOutput, _check_sequence_logps, dpo_loss
+from vlalign.losses.dpo import DPOOutput, check_sequence_logps, dpo_loss
 
 __all__ = ["POVIDOutput", "povid_loss", "povid_paper_loss"]
 
@@ -87,7 +87,7 @@ def povid_loss(
     Returns:
         :class:`POVIDOutput` with ``losses (B,)`` and both unweighted DPO terms for metrics.
     """
-    _check_sequence_logps(policy_chosen=policy_chosen, policy_rejected=policy_rejected,
+    check_sequence_logps(policy_chosen=policy_chosen, policy_rejected=policy_rejected,
                           policy_noisy=policy_noisy, ref_chosen=ref_chosen, ref_rejected=ref_rejected,
                           ref_noisy=ref_noisy)
     w_text, w_noise = _check_weights(weights)
@@ -141,7 +141,7 @@ def povid_paper_loss(
     Returns:
         :class:`~vlalign.losses.dpo.DPOOutput` with ``losses (B,)``.
     """
-    _check_sequence_logps(policy_chosen=policy_chosen, policy_rejected=policy_rejected,
+    check_sequence_logps(policy_chosen=policy_chosen, policy_rejected=policy_rejected,
                           policy_noisy=policy_noisy, ref_chosen=ref_chosen, ref_rejected=ref_rejected,
                           ref_noisy=ref_noisy)
     for name, value in (("alpha", alpha), ("beta1", beta1), ("beta2", beta2)):

@@ -28,5 +28,5 @@ def dpo_step(policy, reference, batch: PairBatch, rows: list[int], config) -> St
 class DPO(PairMethod):
     name = "dpo"
 
-    def step(self, policy, reference, batch, rows, images, index):
+    def step(self, policy, reference, batch, rows, images, step):
         return dpo_step(policy, reference, batch, rows, self.config)

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from vlalign.data.datasets import EvalData, open_data, pick_images
+from vlalign.data.datasets import EvalData, open_data, open_image, pick_images
 from vlalign.errors import UserError
 from vlalign.io import atomic_dir, read_lines, write_json
 from vlalign.logps import PairLogps, collate_pairs, response_token_spans
@@ -53,7 +53,7 @@ from vlalign.rewards.verifier import (
     mention_reward,
     token_rewards,
 )
-from vlalign.seeding import micro_batch_rows
+from vlalign.seeding import derive_seed, generator, micro_batch_rows
 from vlalign.text.ground_truth import ground_truth
 from vlalign.text.vocabulary import Vocabulary, object_finder
 
@@ -186,15 +186,7 @@ def load_prompts(source: str | Path, split: str = "train", prompt: str = "Descri
     return out
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except OSError as err:
-        raise UserError(f"{path}: cannot read image ({err})") from None
-
-
-def _decoding(config: Any, seed: int) -> DecodingConfig:
+def decoding_config(config: Any, seed: int) -> DecodingConfig:
     f = config.fisao
     return DecodingConfig(max_new_tokens=f.max_new_tokens, do_sample=True, temperature=f.temperature, top_p=f.top_p,
                           seed=seed)
@@ -208,7 +200,7 @@ def sample_answers(vlm: LoadedVLM, images: list[Image.Image], questions: list[st
     vlm.model.eval()
     try:
         return generate(vlm, [im for im in images for _ in range(k)], [q for q in questions for _ in range(k)],
-                        _decoding(config, seed), batch_size=max(config.batch_size, k))
+                        decoding_config(config, seed), batch_size=max(config.batch_size, k))
     finally:
         vlm.model.train(was_training)
 
@@ -225,7 +217,7 @@ def calibrate_rewards(vlm: LoadedVLM, verifier: Verifier, data: EvalData, config
     truth = ground_truth(data.instances, data.captions, data.vocab)
     ids = pick_images(list(data.files), config.fisao.calibration_images, config.seed)
     images = [data.image(i) for i in ids]
-    answers = sample_answers(vlm, images, [config.fisao.prompt] * len(ids), config, seed=config.seed + 7_919)
+    answers = sample_answers(vlm, images, [config.fisao.prompt] * len(ids), config, seed=derive_seed(config.seed, "calibration"))
     finder = object_finder(data.vocab)
     k = config.fisao.samples
     mentions = [[m.category for m in finder(a)] for a in answers]
@@ -353,9 +345,9 @@ class FiSAO(Method):
         started = time.perf_counter()
         rows = micro_batch_rows(len(self.prompts), config.fisao.prompts_per_round * self.num_processes,
                                 config.seed, round_)[self.process_index::self.num_processes]
-        images = [_open(self.prompts[r].image) for r in rows]
+        images = [open_image(self.prompts[r].image) for r in rows]
         questions = [self.prompts[r].prompt for r in rows]
-        answers = sample_answers(self.setup.sampler, images, questions, config, seed=config.seed * 1_000_003 + round_)
+        answers = sample_answers(self.setup.sampler, images, questions, config, seed=derive_seed(config.seed, "samples", round_))
         sampled = time.perf_counter()
 
         rewards, mention_rows = self._rewards(answers, images, questions)
@@ -460,29 +452,53 @@ class FiSAO(Method):
 
     # ---------------------------------------------------------------------------- micro-batches
 
-    def loss(self, policy, reference, index: int) -> StepOutput | None:
-        """The loss of global micro-batch ``index``, from the round's rollout (None: the round has no more pairs)."""
+    def chunk(self, index: int) -> list[tuple[int, int]]:
+        """The answer pairs of global micro-batch ``index`` (a seeded order of the round's pairs each epoch)."""
         round_, within = divmod(index, self.micro_per_round)
         epoch, chunk_index = divmod(within, self.micro_per_epoch)
-        ro, k = self.rollout, self.config.fisao.samples
+        ro = self.rollout
         if ro is None or ro.round != round_:
             raise RuntimeError(f"micro-batch {index} of round {round_} before the round began")
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + round_ * 1_009 + epoch)
-        order = torch.randperm(len(ro.pairs), generator=generator).tolist()
-        chunk = [ro.pairs[p] for p in order[chunk_index * self.pairs_per_micro:(chunk_index + 1) * self.pairs_per_micro]]
+        order = torch.randperm(len(ro.pairs), generator=generator(self.config.seed, "order", round_, epoch)).tolist()
+        return [ro.pairs[p] for p in order[chunk_index * self.pairs_per_micro:(chunk_index + 1) * self.pairs_per_micro]]
+
+    def loss(self, policy, reference, index: int) -> StepOutput | None:
+        """The loss of global micro-batch ``index``, from the round's rollout (None: the round has no more pairs)."""
+        chunk = self.chunk(index)
         if not chunk:
             return None
-        images = {r: _open(self.prompts[ro.prompt_rows[r]].image) for r in {a // k for a, _ in chunk}}
+        ro, k = self.rollout, self.config.fisao.samples
+        images = {r: open_image(self.prompts[ro.prompt_rows[r]].image) for r in {a // k for a, _ in chunk}}
         batch = collate_pairs(self.processor, [images[a // k] for a, _ in chunk],
                               [self.prompts[ro.prompt_rows[a // k]].prompt for a, _ in chunk],
                               [ro.answers[a] for a, _ in chunk], [ro.answers[b] for _, b in chunk],
                               adapter=self.setup.adapter).to(self.device)
-        result = self.micro_loss(policy(batch), chunk, ro)
+        result = self.micro_loss(policy(batch), chunk, ro, index)
         result.tokens = int(batch.attention_mask.sum())
         result.ids = [f"{self.prompts[ro.prompt_rows[a // k]].id}#{a}" for a, _ in chunk]
         return result
 
-    def micro_loss(self, pol: PairLogps, chunk: list[tuple[int, int]], ro: Rollout) -> StepOutput:
+    def scored_tokens(self, chunk: list[tuple[int, int]]) -> int:
+        """Answer tokens a micro-batch of pairs trains on (an odd K's self-paired copy not counted twice)."""
+        mask = self.rollout.mask
+        return sum(int(mask[a].sum()) + (int(mask[b].sum()) if a != b else 0) for a, b in chunk)
+
+    def step_share(self, index: int, chunk: list[tuple[int, int]]) -> float:
+        """The micro-batch's share of its optimizer step's tokens, times the step's micro-batches.
+
+        The loop divides each micro-batch's loss by ``grad_accum``; scaling a token mean by this
+        makes the step's loss the token mean over the whole step, as one micro-batch of it would
+        be, so accumulation can be re-cut without changing the update (1 when ``grad_accum`` is 1).
+        """
+        accum = self.config.grad_accum
+        if accum == 1:
+            return 1.0
+        first = index // accum * accum
+        step_tokens = sum(self.scored_tokens(self.chunk(i)) for i in range(first, first + accum)
+                          if self.round_of(i) == self.rollout.round)
+        return self.scored_tokens(chunk) * accum / max(1, step_tokens)
+
+    def micro_loss(self, pol: PairLogps, chunk: list[tuple[int, int]], ro: Rollout, index: int) -> StepOutput:
         """FiSAO's clipped objective on a micro-batch of answer pairs, with the policy's log-probs ``pol``."""
         rows = [a for a, _ in chunk] + [b for _, b in chunk]
         width = max(pol.chosen.shape[1], pol.rejected.shape[1])
@@ -496,6 +512,7 @@ class FiSAO(Method):
 
         out = fisao_loss(logps, take(ro.old_logps), take(ro.ref_logps), take(ro.advantages), mask,
                          clip=self.config.fisao.clip, kl_coef=self.config.fisao.kl_coef)
+        loss = out.loss * self.step_share(index, chunk)
         metrics = {"loss": out.loss.item(), "fisao/policy_loss": out.policy_loss.item(), "fisao/kl": out.kl.item(),
                    "fisao/clip_fraction": out.clip_fraction.item(), "fisao/ratio": out.ratio.item(), **ro.metrics}
-        return StepOutput(out.loss, metrics)
+        return StepOutput(loss, metrics)

@@ -53,7 +53,8 @@ class FiSAODPO(FiSAO):
             rollout.weights[a] = dpo_token_weights(per_token[a], True, self.config.fisao.token_weight)
             rollout.weights[b] = dpo_token_weights(per_token[b], False, self.config.fisao.token_weight)
 
-    def micro_loss(self, pol: PairLogps, chunk: list[tuple[int, int]], ro: Rollout) -> StepOutput:
+    def micro_loss(self, pol: PairLogps, chunk: list[tuple[int, int]], ro: Rollout, index: int) -> StepOutput:
+        """Token-weighted DPO on a micro-batch of (best, worst) pairs: a mean over pairs, as DPO's."""
         chosen, rejected = [a for a, _ in chunk], [b for _, b in chunk]
         ref_c, w_c = (t[chosen, :pol.chosen.shape[1]].to(self.device) for t in (ro.ref_logps, ro.weights))
         ref_r, w_r = (t[rejected, :pol.rejected.shape[1]].to(self.device) for t in (ro.ref_logps, ro.weights))

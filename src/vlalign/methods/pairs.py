@@ -11,7 +11,7 @@ from vlalign.data.corrupt import corrupt_pixels
 from vlalign.data.pairs import Pairs, load_pairs
 from vlalign.logps import PairBatch, collate_pairs
 from vlalign.methods.base import Method, StepOutput
-from vlalign.seeding import micro_batch_rows
+from vlalign.seeding import generator, micro_batch_rows
 
 __all__ = ["PairMethod", "collate"]
 
@@ -56,21 +56,22 @@ class PairMethod(Method):
         rows = micro_batch_rows(len(self._pairs.records), config.batch_size * setup.num_processes, config.seed,
                                 index)[setup.process_index::setup.num_processes]
         batch, images = collate(self._pairs, setup.processor, rows, setup.adapter)
-        result = self.step(policy, reference, batch.to(setup.device), rows, images, index)
+        result = self.step(policy, reference, batch.to(setup.device), rows, images, index // config.grad_accum)
         result.tokens = int(batch.attention_mask.sum())
         result.ids = [self._pairs.records[r].id for r in rows]
         return result
 
-    def step(self, policy, reference, batch: PairBatch, rows: list[int], images: list, index: int) -> StepOutput:
-        """The loss of one collated micro-batch (``images`` are its records' images, ``index`` its number)."""
+    def step(self, policy, reference, batch: PairBatch, rows: list[int], images: list, step: int) -> StepOutput:
+        """The loss of one collated micro-batch of optimizer step ``step`` (``images``: its records' images)."""
         raise NotImplementedError
 
-    def corrupted(self, images: list, index: int, settings, like: torch.Tensor) -> torch.Tensor:
-        """Micro-batch ``index``'s images under diffusion noise (``settings.noise_step``/``noise_mode``),
+    def corrupted(self, images: list, rows: list[int], step: int, settings, like: torch.Tensor) -> torch.Tensor:
+        """The records ``rows``' images under diffusion noise (``settings.noise_step``/``noise_mode``),
         processed, with the dtype and device of ``like`` (the clean ``pixel_values``).
 
-        The noise is fresh every micro-batch and reproducible: seeded by the run's seed and ``index``.
+        Each record's noise is fresh every optimizer step and seeded by (run seed, record, step),
+        so it does not depend on how the step's records are cut into micro-batches or processes.
         """
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + index)
-        noisy = corrupt_pixels(self.setup.processor, images, settings.noise_step, settings.noise_mode, generator)
+        generators = [generator(self.config.seed, "noise", row, step) for row in rows]
+        noisy = corrupt_pixels(self.setup.processor, images, settings.noise_step, settings.noise_mode, generators)
         return noisy.to(like)

@@ -76,6 +76,6 @@ class POVID(PairMethod):
     name = "povid"
     needs_live_reference = True
 
-    def step(self, policy, reference, batch, rows, images, index):
-        noisy = self.corrupted(images, index, self.config.povid, batch.pixel_values)
+    def step(self, policy, reference, batch, rows, images, step):
+        noisy = self.corrupted(images, rows, step, self.config.povid, batch.pixel_values)
         return povid_step(policy, reference, batch, rows, self.config, noisy)

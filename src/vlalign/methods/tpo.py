@@ -79,6 +79,6 @@ class TPO(PairMethod):
     name = "tpo"
     needs_live_reference = True
 
-    def step(self, policy, reference, batch, rows, images, index):
-        noisy = self.corrupted(images, index, self.config.tpo, batch.pixel_values)
+    def step(self, policy, reference, batch, rows, images, step):
+        noisy = self.corrupted(images, rows, step, self.config.tpo, batch.pixel_values)
         return tpo_step(policy, reference, batch, rows, self.config, noisy)

@@ -26,6 +26,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_
 from transformers.processing_utils import ProcessorMixin
 
 from vlalign.errors import UserError
+from vlalign.models.adapters import check_family
 
 __all__ = ["LoadedVLM", "load_vlm", "image_token_id"]
 
@@ -36,7 +37,7 @@ _DTYPES: dict[str, torch.dtype | str] = {
     "float16": torch.float16,
 }
 # A hub id is "owner/name"; anything else that does not exist locally is a missing path.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
 # A processor needs an image processor's config and a tokenizer.
 _IMAGE_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -59,7 +60,7 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
     return _DTYPES[dtype]
 
 
-def _check_checkpoint_files(path: Path) -> None:
+def check_checkpoint_files(path: Path) -> None:
     """Map a local VLM directory's missing processor or weights to one-line errors."""
     for what, names in (("image processor", _IMAGE_PROCESSOR_FILES), ("tokenizer", _TOKENIZER_FILES)):
         if not any((path / name).is_file() for name in names):
@@ -80,6 +81,7 @@ def load_vlm(
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    for_training: bool = False,
 ) -> LoadedVLM:
     """Load an image-text-to-text model and its processor from a local directory or hub id.
 
@@ -91,6 +93,8 @@ def load_vlm(
         trust_remote_code: run the checkpoint's own Python code; off unless asked for.
         attn_implementation: e.g. ``"eager"``, ``"sdpa"``, ``"flash_attention_2"``;
             ``None`` lets transformers choose.
+        for_training: also refuse, before anything heavy loads, a family whose log-probs the
+            scorer cannot compute (:func:`vlalign.models.adapters.check_family`).
 
     Returns:
         A :class:`LoadedVLM` whose model is in eval mode.
@@ -107,7 +111,7 @@ def load_vlm(
         if not (path / "config.json").is_file():
             raise UserError(f"model directory {str(path)!r} has no config.json")
         name = str(path)
-    elif not _HUB_ID.match(name):
+    elif not HUB_ID.match(name):
         raise UserError(f"model path {name!r} does not exist (nor is it a hub id owner/name)")
     torch_dtype = _resolve_dtype(dtype)
 
@@ -121,8 +125,13 @@ def load_vlm(
             "not an image-text-to-text model: a vision-language model is expected"
         )
 
+    if for_training:
+        try:
+            check_family(config.model_type)
+        except ValueError as err:
+            raise UserError(f"{name}: {err}") from None
     if local:
-        _check_checkpoint_files(path)
+        check_checkpoint_files(path)
     # The processor first: it is cheap, and a missing one should fail before the weights load.
     processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
     if not isinstance(processor, ProcessorMixin):

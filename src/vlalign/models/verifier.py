@@ -29,7 +29,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoProcessor, CLIPModel
 
 from vlalign.errors import UserError
-from vlalign.models.load import _HUB_ID, _check_checkpoint_files
+from vlalign.models.load import HUB_ID, check_checkpoint_files
 from vlalign.text.templates import object_prompt
 
 __all__ = ["Verifier"]
@@ -78,7 +78,7 @@ class Verifier:
             if not (local / "config.json").is_file():
                 raise UserError(f"verifier {str(local)!r}: expected a CLIP model directory (no config.json)")
             name = str(local)
-        elif not _HUB_ID.match(name):
+        elif not HUB_ID.match(name):
             raise UserError(f"verifier {name!r} does not exist: expected a CLIP model directory or hub id")
         try:
             model_type = AutoConfig.from_pretrained(name).model_type
@@ -87,7 +87,7 @@ class Verifier:
         if model_type != "clip":
             raise UserError(f"verifier {name!r} holds a {model_type!r} model: expected a CLIP model (model_type 'clip')")
         if local.exists():
-            _check_checkpoint_files(local)  # no processor or no safetensors: one line, not a traceback
+            check_checkpoint_files(local)  # no processor or no safetensors: one line, not a traceback
         processor = AutoProcessor.from_pretrained(name)
         model = CLIPModel.from_pretrained(name, use_safetensors=True, dtype=torch.float32).to(device)
         return cls(model, processor, patch_level)

@@ -87,7 +87,8 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
     held_out = load_pairs(eval_data, image_root) if eval_data else None
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard", project_dir=str(out))
     torch.manual_seed(config.seed)
-    vlm = load_vlm(model_dir, dtype=weights_dtype(config), device="cpu", trust_remote_code=trust_remote_code)
+    vlm = load_vlm(model_dir, dtype=weights_dtype(config), device="cpu", trust_remote_code=trust_remote_code,
+                   for_training=True)
     adapter = adapter_for(vlm.model)
     frozen = copy.deepcopy(vlm.model).eval().requires_grad_(False) if config.resolved_reference() == "copy" else None
     # On its device before the method's setup, which may sample with it (FiSAO's calibration).
