@@ -2,15 +2,13 @@
 
 POVID's pairs come from LLaVA-Instruct-150K, whose conversations ask about the image as well as
 describe it. Pairs made only from descriptions never train the answer to "Is there a ... in the
-image?": on the world, after DPO on them alone the model still said "Yes" to 42% of the absent
-objects POPE's adversarial split asks about (46% before; 32% with these questions).
+image?" (the measured false-yes rates are in docs/results.md).
 
 These pairs come from the annotations. Each question is about an object the image holds
 (chosen "Yes.", rejected "No.") or, with equal chance, about an absent one drawn in proportion
 to its co-occurrence with the present ones (chosen "No.", rejected "Yes."): the absent objects
 a scene makes plausible, which POPE's adversarial split asks about. Questions only about absent
-objects teach the model to say "No" to everything (on the world, POPE F1 fell to 0), hence the
-even mix.
+objects teach the model to say "No" to everything, hence the even mix.
 """
 
 from __future__ import annotations
