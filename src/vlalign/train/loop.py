@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -113,16 +114,25 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
         config, model, frozen, held_out, vlm, model_dir, device, adapter)
 
     step = 0
+    main = accelerator.is_main_process  # only the main process writes the run's files
     found = latest_checkpoint(out) if resume else None
     if found is not None:
         step = load_checkpoint(found, model, optimizer, scheduler)
-        _truncate_log(out / "metrics.jsonl", step)
-    else:
+        if main:
+            _truncate_log(out / "metrics.jsonl", step)
+    elif main:
         _truncate_log(out / "metrics.jsonl", 0)  # a run killed before its first checkpoint starts over
         (out / "config.json").write_text(json.dumps({"model": str(model_dir), "data": str(data),
                                                      "config": config_to_dict(config)}, indent=1) + "\n")
+    accelerator.wait_for_everyone()
+
+    def checkpoint() -> None:
+        if main:
+            save_checkpoint(out, step, model, optimizer, scheduler)
+        accelerator.wait_for_everyone()
+
     accelerator.init_trackers("tensorboard")
-    log = (out / "metrics.jsonl").open("a")
+    log = (out / "metrics.jsonl").open("a") if main else open(os.devnull, "w")  # noqa: SIM115
     policy.train()
     started, tokens, current_round = time.perf_counter(), 0, None
     try:
@@ -142,7 +152,8 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
                 if result is None:  # the round has nothing left to train on
                     continue
                 if not torch.isfinite(result.loss):
-                    save_checkpoint(out, step, model, optimizer, scheduler)
+                    if main:
+                        save_checkpoint(out, step, model, optimizer, scheduler)
                     raise TrainingDiverged(f"loss is {result.loss.item()} at step {step + 1} (records "
                                            f"{', '.join(result.ids)}); the last good state is saved in "
                                            f"{out}/checkpoints/step-{step}")
@@ -167,13 +178,15 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
             if held_out is not None and config.eval_every and step % config.eval_every == 0 and step < total:
                 _log_eval(policy, eval_reference, vlm, held_out, config, step, log, accelerator)
             if config.save_every and step % config.save_every == 0 and step < total:
-                save_checkpoint(out, step, model, optimizer, scheduler)
+                checkpoint()
             if on_step:
                 on_step(step, total, metrics)
         if held_out is not None:
             _log_eval(policy, eval_reference, vlm, held_out, config, step, log, accelerator)
-        save_checkpoint(out, step, model, optimizer, scheduler)
-        _save_model(model, vlm, out)
+        checkpoint()
+        if main:
+            _save_model(model, vlm, out)
+        accelerator.wait_for_everyone()
     finally:
         log.close()
         accelerator.end_training()
