@@ -13,7 +13,7 @@ from vlalign.logps import PairBatch, collate_pairs
 from vlalign.methods.base import Method, StepOutput
 from vlalign.seeding import generator, micro_batch_rows
 
-__all__ = ["PairMethod", "collate"]
+__all__ = ["CorruptingPairMethod", "PairMethod", "collate"]
 
 
 def collate(pairs: Pairs, processor, rows: list[int], adapter=None) -> tuple[PairBatch, list]:
@@ -75,3 +75,19 @@ class PairMethod(Method):
         generators = [generator(self.config.seed, "noise", row, step) for row in rows]
         noisy = corrupt_pixels(self.setup.processor, images, settings.noise_step, settings.noise_mode, generators)
         return noisy.to(like)
+
+
+class CorruptingPairMethod(PairMethod):
+    """A pair method whose step also sees each record's image corrupted (POVID, TPO).
+
+    Subclasses name their config section (``section``, with ``noise_step`` and ``noise_mode``) and
+    their step function ``step_with_noise(policy, reference, batch, rows, config, noisy_pixels)``.
+    """
+
+    section = ""
+    needs_live_reference = True
+    step_with_noise = None
+
+    def step(self, policy, reference, batch, rows, images, step):
+        noisy = self.corrupted(images, rows, step, getattr(self.config, self.section), batch.pixel_values)
+        return self.step_with_noise(policy, reference, batch, rows, self.config, noisy)

@@ -10,7 +10,7 @@ from vlalign.logps import PairBatch
 from vlalign.losses.dpo import sequence_logps
 from vlalign.losses.povid import povid_loss, povid_paper_loss
 from vlalign.methods.base import StepOutput, dpo_metrics, with_sft
-from vlalign.methods.pairs import PairMethod
+from vlalign.methods.pairs import CorruptingPairMethod
 
 __all__ = ["POVID", "POVIDConfig", "povid_step"]
 
@@ -72,10 +72,7 @@ def povid_step(policy, reference, batch: PairBatch, rows: list[int], config, noi
     return StepOutput(loss, {"loss": loss.item(), **metrics})
 
 
-class POVID(PairMethod):
+class POVID(CorruptingPairMethod):
     name = "povid"
-    needs_live_reference = True
-
-    def step(self, policy, reference, batch, rows, images, step):
-        noisy = self.corrupted(images, rows, step, self.config.povid, batch.pixel_values)
-        return povid_step(policy, reference, batch, rows, self.config, noisy)
+    section = "povid"
+    step_with_noise = staticmethod(povid_step)

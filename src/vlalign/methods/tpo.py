@@ -14,7 +14,7 @@ import torch
 from vlalign.logps import PairBatch, split_second_images, with_second_images
 from vlalign.losses.tpo import calibrated_weights, tpo_loss
 from vlalign.methods.base import StepOutput, dpo_metrics, with_sft
-from vlalign.methods.pairs import PairMethod
+from vlalign.methods.pairs import CorruptingPairMethod
 from vlalign.methods.povid import check_noise
 from vlalign.rewards.visual_anchor import visual_anchor_scores
 
@@ -75,10 +75,7 @@ def tpo_step(policy, reference, batch: PairBatch, rows: list[int], config, noisy
                              "tpo/score_rejected": score_rejected.item()})
 
 
-class TPO(PairMethod):
+class TPO(CorruptingPairMethod):
     name = "tpo"
-    needs_live_reference = True
-
-    def step(self, policy, reference, batch, rows, images, step):
-        noisy = self.corrupted(images, rows, step, self.config.tpo, batch.pixel_values)
-        return tpo_step(policy, reference, batch, rows, self.config, noisy)
+    section = "tpo"
+    step_with_noise = staticmethod(tpo_step)

@@ -26,278 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    AutoProcessor,
-    InternVLProcessor,
-    LlavaOnevisionProcessor,
-    PreTrainedTokenizerFast,
-    Qwen2_5_VLProcessor,
-    Qwen2VLProcessor,
-    Qwen3VLProcessor,
-    SmolVLMProcessor,
+from transformers import PreTrainedTokenizerFast
+
+from vlalign.models import tiny_qwen
+from vlalign.models.tiny_parts import (
+    ImageOnlyInternVLProcessor,
+    ImageOnlyLlavaOnevisionProcessor,
+    ImageOnlySmolVLMProcessor,
+    generation_defaults,
+    tokenizer,
 )
-from transformers.processing_utils import ProcessorMixin
 
 __all__ = ["FAMILIES", "SKIPPED", "NESTED_IMAGES", "build_tiny", "save_tiny", "images_arg"]
-
-# Text the tokenizers are trained on: chat-template words and the kind of prompts and answers
-# the tests and the synthetic world use. Anything else still encodes, byte by byte.
-_CORPUS = [
-    "system\nuser\nassistant\nmodel\nUser:\nAssistant:\nUSER:\nASSISTANT:\n",
-    "system user assistant model User: Assistant: USER: ASSISTANT:",
-    "You are a helpful assistant.",
-    "Describe this image. What is in the image? What is in this picture? Answer briefly.",
-    "Is there a dog in the image? Is there a cat in the picture? How many objects are there?",
-    "yes no a red cube and a blue ball . a cat on the table next to a green cube . a dog .",
-    "There is a small yellow sphere on the left and a large purple cylinder on the right.",
-    "The image shows a white background with two shapes: a square and a circle.",
-    "one two three four five six seven eight nine ten",
-]
-_VOCAB_SIZE = 512
-
-
-def _tokenizer(
-    specials: Sequence[str],
-    *,
-    pad: str = "<pad>",
-    eos: str,
-    bos: str | None = None,
-    unk: str | None = None,
-    named: dict[str, str] | None = None,
-) -> PreTrainedTokenizerFast:
-    """Byte-level BPE trained on :data:`_CORPUS`, with ``pad``, ``bos``, ``eos``, ``unk`` and ``specials``
-    as special tokens.
-
-    The tokenizer adds no special token by itself (the chat templates write BOS), pads on the
-    left (for batched generation), and exposes each ``named`` token as an attribute with its id
-    (``tokenizer.image_token``, ``tokenizer.image_token_id``), as the real tokenizers do.
-    """
-    base = [t for t in (pad, bos, eos, unk) if t is not None]
-    all_specials = list(dict.fromkeys(base + list(specials)))
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=_VOCAB_SIZE, special_tokens=all_specials, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(_CORPUS, trainer=trainer)
-    named = dict(named or {})
-    extra = [t for t in all_specials if t not in base and t not in named.values()]
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=pad, eos_token=eos, bos_token=bos, unk_token=unk,
-        extra_special_tokens={**named}, additional_special_tokens=extra,
-        padding_side="left", model_max_length=4096,
-    )
-    return fast
-
-
-def _ids(tok: PreTrainedTokenizerFast, *tokens: str) -> list[int]:
-    ids = tok.convert_tokens_to_ids(list(tokens))
-    assert None not in ids, tokens
-    return ids
-
-
-def _generation_defaults(model: Any, tok: PreTrainedTokenizerFast, eos: str | Sequence[str]) -> None:
-    """Point the generation config at this tokenizer's pad / bos / eos tokens."""
-    eos_ids = _ids(tok, *([eos] if isinstance(eos, str) else eos))
-    gen = model.generation_config
-    gen.pad_token_id = tok.pad_token_id
-    gen.bos_token_id = tok.bos_token_id
-    gen.eos_token_id = eos_ids[0] if len(eos_ids) == 1 else eos_ids
-
-
-# Image-only processors. ``ProcessorMixin`` reads the ``__init__`` signature (and its code object's
-# argument names) to decide which sub-processors to save and load and which keyword arguments to
-# write to ``processor_config.json``, so each subclass spells out its parent's arguments less
-# ``video_processor``. The class name is saved as ``processor_class``; registering the class with
-# AutoProcessor (under a key of its own, so no transformers mapping changes) lets it be found again.
-
-
-class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
-    """``Qwen2VLProcessor`` without its video processor (which needs torchvision)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-
-class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
-    """``Qwen2_5_VLProcessor`` without its video processor (which needs torchvision)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-
-class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
-    """``Qwen3VLProcessor`` without its video processor (which needs torchvision)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-
-class ImageOnlyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
-    """``LlavaOnevisionProcessor`` without its video processor (which needs torchvision)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, num_image_tokens=None,
-                 vision_feature_select_strategy=None, chat_template=None, image_token="<image>",
-                 video_token="<video>", vision_aspect_ratio="anyres_max_9", **kwargs):
-        super().__init__(image_processor, tokenizer, None, num_image_tokens=num_image_tokens,
-                         vision_feature_select_strategy=vision_feature_select_strategy, chat_template=chat_template,
-                         image_token=image_token, video_token=video_token, vision_aspect_ratio=vision_aspect_ratio,
-                         **kwargs)
-
-
-class ImageOnlySmolVLMProcessor(SmolVLMProcessor):
-    """``SmolVLMProcessor`` without its video processor (which needs torchvision)."""
-
-    def __init__(self, image_processor, tokenizer, image_seq_len: int = 169, chat_template: str | None = None,
-                 **kwargs):
-        super().__init__(image_processor, tokenizer, None, image_seq_len=image_seq_len, chat_template=chat_template,
-                         **kwargs)
-
-    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
-        # SmolVLMProcessor's own version reads frame defaults off the video processor.
-        return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
-
-
-class ImageOnlyInternVLProcessor(InternVLProcessor):
-    """``InternVLProcessor`` without its video processor (which needs torchvision)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None,
-                 **kwargs):
-        super().__init__(image_processor, tokenizer, None, image_seq_length=image_seq_length,
-                         chat_template=chat_template, **kwargs)
-
-
-IMAGE_ONLY_PROCESSORS: tuple[type, ...] = (
-    ImageOnlyQwen2VLProcessor, ImageOnlyQwen2_5_VLProcessor, ImageOnlyQwen3VLProcessor,
-    ImageOnlyLlavaOnevisionProcessor, ImageOnlySmolVLMProcessor, ImageOnlyInternVLProcessor,
-)
-for _cls in IMAGE_ONLY_PROCESSORS:
-    AutoProcessor.register(f"vlalign-tiny-{_cls.__name__}", _cls, exist_ok=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Qwen2-VL, Qwen2.5-VL, Qwen3-VL
-# --------------------------------------------------------------------------------------------
-
-_QWEN_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
-                  "<|video_pad|>", "<|endoftext|>"]
-_QWEN_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def _qwen_tokenizer() -> PreTrainedTokenizerFast:
-    return _tokenizer(_QWEN_SPECIALS, pad="<|endoftext|>", eos="<|im_end|>")
-
-
-def _qwen_token_ids(tok: PreTrainedTokenizerFast) -> dict[str, int]:
-    image, video, start, end = _ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-    return dict(image_token_id=image, video_token_id=video, vision_start_token_id=start, vision_end_token_id=end)
-
-
-def _qwen_text_config(tok: PreTrainedTokenizerFast, mrope_section: list[int], **extra: Any) -> dict[str, Any]:
-    return dict(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-        # head_dim 16 -> 8 rotary frequencies split over (temporal, height, width)
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
-        bos_token_id=None, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False, **extra,
-    )
-
-
-def _qwen2_vl(seed: int) -> tuple[Any, Any]:
-    """Qwen2-VL: a one-block ViT with 14 px patches merged 2x2, an M-RoPE Qwen2 language model.
-
-    The image processor keeps images between 28x28 and 56x56 pixels (1 to 4 image tokens).
-    """
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    tok = _qwen_tokenizer()
-    config = Qwen2VLConfig(
-        text_config=_qwen_text_config(tok, [2, 3, 3]),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2),
-        **_qwen_token_ids(tok),
-    )
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config)
-    _generation_defaults(model, tok, "<|im_end|>")
-    image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56}, patch_size=14, merge_size=2, temporal_patch_size=2,
-    )
-    processor = ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tok,
-                                          chat_template=_QWEN_TEMPLATE)
-    return model, processor
-
-
-def _qwen2_5_vl(seed: int) -> tuple[Any, Any]:
-    """Qwen2.5-VL: a two-block ViT (windowed attention, then full), 14 px patches merged 2x2.
-
-    The 28 px attention window is one merged 2x2 unit, so 56 px images use several windows.
-    """
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    tok = _qwen_tokenizer()
-    config = Qwen2_5_VLConfig(
-        text_config=_qwen_text_config(tok, [2, 3, 3]),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=28,
-                           fullatt_block_indexes=[1]),
-        **_qwen_token_ids(tok),
-    )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    _generation_defaults(model, tok, "<|im_end|>")
-    image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56}, patch_size=14, merge_size=2, temporal_patch_size=2,
-    )
-    processor = ImageOnlyQwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tok,
-                                             chat_template=_QWEN_TEMPLATE)
-    return model, processor
-
-
-def _qwen3_vl(seed: int) -> tuple[Any, Any]:
-    """Qwen3-VL: a two-block ViT with 16 px patches merged 2x2 and DeepStack features from its first
-    block, learned 4x4 position embeddings (interpolated), an interleaved M-RoPE Qwen3 language model.
-
-    The image processor keeps images between 32x32 and 64x64 pixels (1 to 4 image tokens).
-    """
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    tok = _qwen_tokenizer()
-    text = _qwen_text_config(tok, [2, 3, 3], head_dim=16)
-    text["rope_parameters"]["mrope_interleaved"] = True
-    for key in ("bos_token_id", "eos_token_id", "tie_word_embeddings"):
-        text.pop(key)
-    config = Qwen3VLConfig(
-        text_config=text,
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
-                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
-                           deepstack_visual_indexes=[0]),
-        tie_word_embeddings=False, **_qwen_token_ids(tok),
-    )
-    torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config)
-    _generation_defaults(model, tok, "<|im_end|>")
-    image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64}, patch_size=16, merge_size=2, temporal_patch_size=2,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-    )
-    processor = ImageOnlyQwen3VLProcessor(image_processor=image_processor, tokenizer=tok,
-                                          chat_template=_QWEN_TEMPLATE)
-    return model, processor
-
 
 # --------------------------------------------------------------------------------------------
 # LLaVA-NeXT
@@ -338,7 +78,7 @@ def _llava_next(seed: int) -> tuple[Any, Any]:
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     side, patch = 28, 14
-    tok = _tokenizer(["<image>"], pad="<pad>", bos="<s>", eos="</s>", unk="<unk>", named={"image_token": "<image>"})
+    tok = tokenizer(["<image>"], pad="<pad>", bos="<s>", eos="</s>", unk="<unk>", named={"image_token": "<image>"})
     pinpoints = [[side, side], [side, 2 * side], [2 * side, side]]
     config = LlavaNextConfig(
         vision_config=_clip_vision(side, patch), text_config=_llama_text(tok),
@@ -348,7 +88,7 @@ def _llava_next(seed: int) -> tuple[Any, Any]:
     )
     torch.manual_seed(seed)
     model = LlavaNextForConditionalGeneration(config)
-    _generation_defaults(model, tok, "</s>")
+    generation_defaults(model, tok, "</s>")
     image_processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": side}, crop_size={"height": side, "width": side}, image_grid_pinpoints=pinpoints,
     )
@@ -383,7 +123,7 @@ def _llava_onevision(seed: int) -> tuple[Any, Any]:
     )
 
     side, patch = 28, 14
-    tok = _tokenizer(["<|im_start|>", "<|im_end|>", "<image>", "<video>"], pad="<|endoftext|>", eos="<|im_end|>",
+    tok = tokenizer(["<|im_start|>", "<|im_end|>", "<image>", "<video>"], pad="<|endoftext|>", eos="<|im_end|>",
                      named={"image_token": "<image>", "video_token": "<video>"})
     pinpoints = [[side, side], [side, 2 * side], [2 * side, side]]
     config = LlavaOnevisionConfig(
@@ -399,7 +139,7 @@ def _llava_onevision(seed: int) -> tuple[Any, Any]:
     )
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(config)
-    _generation_defaults(model, tok, "<|im_end|>")
+    generation_defaults(model, tok, "<|im_end|>")
     image_processor = LlavaOnevisionImageProcessorPil(size={"height": side, "width": side},
                                                      image_grid_pinpoints=pinpoints)
     processor = ImageOnlyLlavaOnevisionProcessor(
@@ -438,7 +178,7 @@ def _aya_vision(seed: int) -> tuple[Any, Any]:
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
     side, patch, downsample = 28, 7, 2
-    tok = _tokenizer(_AYA_SPECIALS, pad="<PAD>", bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>", unk="<UNK>")
+    tok = tokenizer(_AYA_SPECIALS, pad="<PAD>", bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>", unk="<UNK>")
     config = AyaVisionConfig(
         vision_config=dict(model_type="siglip_vision_model", image_size=side, patch_size=patch, hidden_size=32,
                            intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vision_use_head=False),
@@ -453,7 +193,7 @@ def _aya_vision(seed: int) -> tuple[Any, Any]:
     )
     torch.manual_seed(seed)
     model = AyaVisionForConditionalGeneration(config)
-    _generation_defaults(model, tok, "<|END_OF_TURN_TOKEN|>")
+    generation_defaults(model, tok, "<|END_OF_TURN_TOKEN|>")
     image_processor = GotOcr2ImageProcessorPil(size={"height": side, "width": side}, crop_to_patches=True,
                                                min_patches=1, max_patches=2)
     processor = AyaVisionProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch,
@@ -486,7 +226,7 @@ def _idefics_parts(seed: int, family: str) -> tuple[Any, PreTrainedTokenizerFast
     """The model, tokenizer and image-processor settings shared by Idefics3 and SmolVLM."""
     side, patch, scale = 28, 7, 2
     bos = "<|begin_of_text|>" if family == "idefics3" else "<|im_start|>"
-    tok = _tokenizer(_IDEFICS_SPECIALS, pad="<|finetune_right_pad_id|>", bos=bos, eos="<end_of_utterance>",
+    tok = tokenizer(_IDEFICS_SPECIALS, pad="<|finetune_right_pad_id|>", bos=bos, eos="<end_of_utterance>",
                      named={"image_token": "<image>"})
     vision = dict(image_size=side, patch_size=patch, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                   num_attention_heads=2)
@@ -506,7 +246,7 @@ def _idefics_parts(seed: int, family: str) -> tuple[Any, PreTrainedTokenizerFast
                     image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)
     model = model_class(config)
-    _generation_defaults(model, tok, "<end_of_utterance>")
+    generation_defaults(model, tok, "<end_of_utterance>")
     # Images are resized to at most 56 px and split into 28 px tiles (at most 2x2) plus a global view.
     images = dict(size={"longest_edge": 2 * side}, max_image_size={"longest_edge": side})
     seq = (side // patch) ** 2 // scale**2
@@ -563,7 +303,7 @@ def _gemma3(seed: int) -> tuple[Any, Any]:
 
     side, patch, tokens = 28, 7, 4
     named = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
-    tok = _tokenizer(["<start_of_turn>", "<end_of_turn>", *named.values()], pad="<pad>", bos="<bos>",
+    tok = tokenizer(["<start_of_turn>", "<end_of_turn>", *named.values()], pad="<pad>", bos="<bos>",
                      eos="<end_of_turn>", unk="<unk>", named=named)
     config = Gemma3Config(
         vision_config=dict(model_type="siglip_vision_model", image_size=side, patch_size=patch, hidden_size=32,
@@ -579,7 +319,7 @@ def _gemma3(seed: int) -> tuple[Any, Any]:
     )
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config)
-    _generation_defaults(model, tok, "<end_of_turn>")
+    generation_defaults(model, tok, "<end_of_turn>")
     image_processor = Gemma3ImageProcessorPil(size={"height": side, "width": side})
     processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, image_seq_length=tokens,
                                 chat_template=_GEMMA3_TEMPLATE)
@@ -610,7 +350,7 @@ def _internvl(seed: int) -> tuple[Any, Any]:
     side, patch = 28, 7
     named = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
              "video_token": "<video>"}
-    tok = _tokenizer(["<|im_start|>", "<|im_end|>", *named.values()], pad="<|endoftext|>", eos="<|im_end|>",
+    tok = tokenizer(["<|im_start|>", "<|im_end|>", *named.values()], pad="<|endoftext|>", eos="<|im_end|>",
                      named=named)
     seq = (side // patch) ** 2 // 4
     config = InternVLConfig(
@@ -625,7 +365,7 @@ def _internvl(seed: int) -> tuple[Any, Any]:
     )
     torch.manual_seed(seed)
     model = InternVLForConditionalGeneration(config)
-    _generation_defaults(model, tok, "<|im_end|>")
+    generation_defaults(model, tok, "<|im_end|>")
     image_processor = GotOcr2ImageProcessorPil(size={"height": side, "width": side}, crop_to_patches=True,
                                                min_patches=1, max_patches=2)
     processor = ImageOnlyInternVLProcessor(image_processor=image_processor, tokenizer=tok, image_seq_length=seq,
@@ -638,16 +378,16 @@ def _internvl(seed: int) -> tuple[Any, Any]:
 # --------------------------------------------------------------------------------------------
 
 _BUILDERS: dict[str, Callable[[int], tuple[Any, Any]]] = {
-    "qwen2_vl": _qwen2_vl,
+    "qwen2_vl": tiny_qwen.qwen2_vl,
     "llava_next": _llava_next,
     "aya_vision": _aya_vision,
-    "qwen2_5_vl": _qwen2_5_vl,
+    "qwen2_5_vl": tiny_qwen.qwen2_5_vl,
     "llava_onevision": _llava_onevision,
     "idefics3": _idefics3,
     "smolvlm": _smolvlm,
     "gemma3": _gemma3,
     "internvl": _internvl,
-    "qwen3_vl": _qwen3_vl,
+    "qwen3_vl": tiny_qwen.qwen3_vl,
 }
 
 SKIPPED: dict[str, str] = {
