@@ -93,9 +93,10 @@ def run(args, auc: float, seed: int, truth: dict[int, set[str]], holder: dict[st
     holder["oracle"] = OracleVerifier(truth, noise_for_auc(auc), seed)
     calibration = Path(args.out) / f"auc{auc:g}-seed{seed}.calibration.json"
     Calibration(1.0, 0.0, 1, 1, auc, False).save(calibration)
-    config = load_config(TrainConfig, resolve_recipe(args.recipe, "train"), [f"seed={seed}", *args.set])
-    train(Path(args.base) / "llava", args.world, out, config, resume=out.exists(),
-          method_inputs=fisao_module.FisaoInputs(Path(args.base) / "clip", calibration))
+    paths = {"model": str(Path(args.base) / "llava"), "data": args.world, "out": str(out),
+             "fisao.verifier": str(Path(args.base) / "clip"), "fisao.calibration": str(calibration)}
+    config = load_config(TrainConfig, resolve_recipe(args.recipe, "train"), [f"seed={seed}", *args.set], paths)
+    train(config, resume=out.exists())
     scores = evaluate(out / "model", args.world, "all", EvalConfig(num_images=args.eval_images, pope_mode="logits"))
     write_json(result, scores)
     return scores

@@ -57,19 +57,21 @@ def main() -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from vlalign.config import load_config
     from vlalign.data.datasets import open_image
-    from vlalign.methods.fisao import FisaoInputs, decoding_config, load_prompts
+    from vlalign.methods.fisao import decoding_config, load_prompts
     from vlalign.models.generation import generate
     from vlalign.models.load import load_vlm
     from vlalign.recipes import resolve_recipe
     from vlalign.train.config import TrainConfig
     from vlalign.train.loop import train
 
-    config = load_config(TrainConfig, resolve_recipe(RECIPE, "train"), [f"fisao.rounds={args.rounds}", *args.set])
     base = Path(args.base)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
+        paths = {"model": str(base / "llava"), "data": args.world, "out": str(out), "fisao.verifier": str(base / "clip")}
+        config = load_config(TrainConfig, resolve_recipe(RECIPE, "train"), [f"fisao.rounds={args.rounds}", *args.set],
+                             paths)
         started = time.perf_counter()
-        train(base / "llava", args.world, out, config, method_inputs=FisaoInputs(base / "clip", args.world))
+        train(config)
         wall = time.perf_counter() - started
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         first = json.loads((out / "rollouts" / "round-0000" / "rollout.json").read_text())

@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 
 import pytest
+import torch
 
 from conftest import TINY_SIZES, TINY_WORLD
 from vlalign.cli import main
@@ -301,6 +302,22 @@ def test_train_runs_end_to_end_and_the_model_loads(tmp_path, tiny_world, tiny_ba
     assert again.returncode == 2 and "not empty (pass --resume" in again.stderr
 
 
+def test_a_runs_config_json_reruns_it(tmp_path, tiny_world, tiny_base):
+    prefs = tmp_path / "prefs.jsonl"
+    assert main(["generate", "inject", "--data", str(tiny_world), "--out", str(prefs), "--limit", "8"]) == 0
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train", "--config", "world/povid", "--model", str(tiny_base / "llava"), "--data", str(prefs),
+                 "--out", str(first), "--set", "max_steps=2", "--set", "batch_size=4", "--set", "povid.noise_step=300"]) == 0
+    saved = json.loads((first / "config.json").read_text())
+    assert (saved["model"], saved["data"], saved["out"], saved["povid"]["noise_step"]) == (
+        str(tiny_base / "llava"), str(prefs), str(first), 300)
+    assert main(["train", "--config", str(first / "config.json"), "--set", f"out={second}"]) == 0
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(run / "model" / "model.safetensors")) for run in (first, second))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_lora_training_then_merge_gives_a_plain_model(tmp_path, tiny_world, tiny_base, capsys):
     prefs = tmp_path / "prefs.jsonl"
     assert main(["generate", "inject", "--data", str(tiny_world), "--out", str(prefs), "--limit", "16"]) == 0
@@ -398,8 +415,9 @@ def test_train_fisao_runs_end_to_end_from_a_reused_calibration(tmp_path, tiny_wo
 
 @pytest.mark.parametrize("args, message", [
     (["--data", "x.jsonl"], "give --prompts, not --data"),
-    (["--prompts", "WORLD"], "needs --prompts and --verifier"),
-    (["--method", "fisao-dpo", "--prompts", "WORLD"], "train --method fisao-dpo needs --prompts and --verifier"),
+    (["--prompts", "WORLD"], "fisao.verifier (--verifier) not set"),
+    (["--method", "fisao-dpo", "--prompts", "WORLD"], "train --method fisao-dpo: fisao.verifier (--verifier) not set"),
+    ([], "data (--data) not set"),
     (["--prompts", "WORLD", "--verifier", "BASE/llava"], "holds a 'llava' model: expected a CLIP model"),
     (["--prompts", "WORLD", "--verifier", "BASE/clip", "--calibration", "BAD"], "missing field 'auc'"),
 ])

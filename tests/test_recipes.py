@@ -23,14 +23,16 @@ from vlalign.world.scenes import WorldConfig
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = list_recipes("train")
 WORLD = list_recipes("world")
+EVAL = list_recipes("eval")
 # A world recipe's config class and the `vlalign world` subcommand that reads it.
 WORLD_CONFIGS = {"default": (WorldConfig, "cmd_world_make"), "pretrain": (PretrainConfig, "cmd_world_pretrain")}
 
 
-def test_both_kinds_have_recipes_and_all_is_both():
-    assert TRAIN and WORLD
-    assert list_recipes() == TRAIN + WORLD
+def test_every_kind_with_recipes_lists_them_and_all_is_every_kind():
+    assert TRAIN and WORLD and EVAL
+    assert list_recipes() == TRAIN + WORLD + EVAL  # generate and inspect ship none
     assert {r.kind for r in TRAIN} == {"train"} and {r.kind for r in WORLD} == {"world"}
+    assert {r.kind for r in EVAL} == {"eval"}
     assert sorted(p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.yaml")) == sorted(
         f"{r.kind}/{r.name}.yaml" for r in list_recipes())
 
@@ -60,7 +62,15 @@ def test_world_recipes_load_and_are_the_defaults_the_demo_builds():
         assert config == cls()
 
 
-@pytest.mark.parametrize("recipe", TRAIN + WORLD, ids=lambda r: f"{r.kind}:{r.name}")
+def test_eval_recipes_load_and_the_demo_evaluates_with_world():
+    from vlalign.eval.run import EvalConfig
+
+    configs = {r.name: load_config(EvalConfig, r.path) for r in EVAL}
+    assert configs["world"] == EvalConfig(pope_mode="logits")  # what the demo evaluates with, by this recipe
+    assert configs["llava_pope"].pope_suffix == "\nAnswer the question using a single word or phrase."
+
+
+@pytest.mark.parametrize("recipe", TRAIN + WORLD + EVAL, ids=lambda r: f"{r.kind}:{r.name}")
 def test_header_command_runs_the_recipe_by_name(recipe):
     from vlalign import cli
 
@@ -70,11 +80,11 @@ def test_header_command_runs_the_recipe_by_name(recipe):
     args = cli.build_parser().parse_args(words[1:])  # a valid command line, nothing run
     assert args.config == recipe.name
     assert resolve_recipe(args.config, recipe.kind) == recipe.path
-    expected = "cmd_train" if recipe.kind == "train" else WORLD_CONFIGS[recipe.name][1]
+    expected = {"train": "cmd_train", "eval": "cmd_eval"}.get(recipe.kind) or WORLD_CONFIGS[recipe.name][1]
     assert args.func is getattr(cli, expected)
 
 
-@pytest.mark.parametrize("recipe", TRAIN + WORLD, ids=lambda r: f"{r.kind}:{r.name}")
+@pytest.mark.parametrize("recipe", TRAIN + WORLD + EVAL, ids=lambda r: f"{r.kind}:{r.name}")
 def test_header_keeps_why_not_measurements_which_docs_list(recipe):
     header = []
     for line in recipe.path.read_text().splitlines():
@@ -117,8 +127,10 @@ def test_an_unknown_name_is_a_one_line_user_error_listing_the_names(name, kind):
 
 
 def test_an_unknown_kind_is_a_user_error():
-    with pytest.raises(UserError, match="unknown recipe kind 'eval'"):
-        list_recipes("eval")
+    with pytest.raises(UserError, match="unknown recipe kind 'video'"):
+        list_recipes("video")
+    with pytest.raises(UserError, match="no generate recipe is shipped"):
+        resolve_recipe("mine", "generate")
 
 
 def test_cli_recipes_lists_every_recipe_aligned(capsys):
@@ -141,6 +153,7 @@ def test_cli_recipes_lists_every_recipe_aligned(capsys):
     (["world", "make", "--config", "huge", "--out", "o"], WORLD),
     (["world", "pretrain", "--config", "huge", "--world", "w", "--out", "o"], WORLD),
     (["world", "align-patches", "--config", "huge", "--world", "w", "--base", "b"], WORLD),
+    (["eval", "pope", "--config", "huge", "--model", "m", "--data", "d"], EVAL),
 ])
 def test_cli_config_takes_recipe_names(argv, names, capsys, tmp_path, monkeypatch):
     from vlalign.cli import main

@@ -1,7 +1,8 @@
 """vlalign: preference alignment against hallucination in vision-language models.
 
-The names a user calls, one import away (``from vlalign import train, TrainConfig``); each is
-imported on first use, so ``import vlalign`` stays light.
+The names a user calls, one import away (``from vlalign import TrainConfig, evaluate``); each is
+imported on first use, so ``import vlalign`` stays light. The training loop is
+``from vlalign.train import train``: ``vlalign.train`` is its subpackage.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ _EXPORTS = {
     "collate_pairs": "vlalign.logps", "pair_logps": "vlalign.logps", "Scorer": "vlalign.logps",
     "dpo_loss": "vlalign.losses.dpo", "tpo_loss": "vlalign.losses.tpo", "povid_loss": "vlalign.losses.povid",
     "fisao_loss": "vlalign.losses.fisao", "token_weighted_dpo_loss": "vlalign.losses.fisao",
-    "METHODS": "vlalign.methods", "FisaoInputs": "vlalign.methods",
-    "TrainConfig": "vlalign.train.config", "train": "vlalign.train.loop",
+    "METHODS": "vlalign.methods",
+    "TrainConfig": "vlalign.train.config",
     "EvalConfig": "vlalign.eval.run", "evaluate": "vlalign.eval.run",
     "load_config": "vlalign.config", "list_recipes": "vlalign.recipes", "resolve_recipe": "vlalign.recipes",
 }

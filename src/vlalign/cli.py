@@ -17,7 +17,6 @@ from vlalign import __version__
 from vlalign.cli_demo import add_demo_parser, quiet_transformers
 from vlalign.errors import UserError
 from vlalign.io import check_output_dir
-from vlalign.methods import METHODS
 
 
 def _progress(desc: str, total: int, unit: str = "img"):
@@ -65,6 +64,28 @@ def _recipe(config: str | None, kind: str) -> Path | None:
     from vlalign.recipes import resolve_recipe
 
     return None if config is None else resolve_recipe(config, kind)
+
+
+def _settings(cls, args: argparse.Namespace, kind: str, label: str, flags: dict[str, str] | None = None):
+    """``cls`` from ``--config`` (a recipe name or a YAML file), then the flags given, then ``--set``.
+
+    ``flags`` maps flag dests to config fields (dotted for sections); by default every field
+    whose name is also a flag's dest. A flag left out (None) leaves the config's value.
+    """
+    import dataclasses
+
+    from vlalign.config import load_config
+
+    if flags is None:
+        flags = {f.name: f.name for f in dataclasses.fields(cls)}
+    values = {field: getattr(args, dest) for dest, field in flags.items() if getattr(args, dest, None) is not None}
+    return load_config(cls, _recipe(args.config, kind), args.set, values, label)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--config", help=f"{what} fields: a recipe name (vlalign recipes) or a YAML file; the flags "
+                        "below set the fields of the same name")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -141,19 +162,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     quiet_transformers()
     if args.captions or args.answers:
-        return _score_files(args)
+        return _score_files(args, _settings(EvalConfig, args, "eval", f"eval {args.what}"))
     if not args.model or not args.data:
         raise UserError("--model and --data are required (or score existing outputs with --captions / --answers)")
-    out = Path(args.out) if args.out else Path(args.model) / "eval" / f"{args.what}_{args.split}.json"
+    config = _settings(EvalConfig, args, "eval", f"eval {args.what}")
+    out = Path(args.out) if args.out else Path(args.model) / "eval" / f"{args.what}_{config.split}.json"
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --out takes a file name")
-    config = EvalConfig(
-        split=args.split, num_images=args.num_images, batch_size=args.batch_size, seed=args.seed, prompt=args.prompt,
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, normalizer=args.normalizer,
-        skip_missing=args.skip_missing, coco_synonyms=args.coco_synonyms, pope_mode=args.pope_mode,
-        pope_parser=args.pope_parser, pope_suffix=args.pope_suffix, pope_max_new_tokens=args.pope_max_new_tokens,
-        dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
-    )
     result = evaluate(args.model, args.data, args.what, config, _stage_bars())
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result, indent=1)
@@ -162,7 +177,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score_files(args: argparse.Namespace) -> int:
+def _score_files(args: argparse.Namespace, config) -> int:
     """`vlalign eval chair --captions FILE` / `vlalign eval pope --answers FILE --questions FILE`: no model."""
     from vlalign.data.datasets import open_data
     from vlalign.eval.run import markdown_table, score_answers, score_captions
@@ -172,13 +187,13 @@ def _score_files(args: argparse.Namespace) -> int:
     if args.captions:
         if args.what != "chair" or not args.data:
             raise UserError("--captions scores CHAIR: use `vlalign eval chair --data DIR --captions FILE`")
-        data = open_data(args.data, args.split, args.coco_synonyms)
-        result = {"data": str(data.root), "split": args.split,
-                  "chair": score_captions(data, args.captions, args.normalizer, args.skip_missing)}
+        data = open_data(args.data, config.split, config.coco_synonyms)
+        result = {"data": str(data.root), "split": config.split,
+                  "chair": score_captions(data, args.captions, config.normalizer, config.skip_missing)}
     else:
         if args.what != "pope" or not args.questions:
             raise UserError("--answers scores POPE: use `vlalign eval pope --questions FILE --answers FILE`")
-        result = {"pope": score_answers(args.questions, args.answers, args.pope_parser)}
+        result = {"pope": score_answers(args.questions, args.answers, config.pope_parser)}
     if args.out:
         write_json(args.out, result, indent=1)
     print(markdown_table(result))
@@ -189,17 +204,14 @@ def _score_files(args: argparse.Namespace) -> int:
 
 def cmd_generate_inject(args: argparse.Namespace) -> int:
     from vlalign.generate.inject import InjectConfig, report_path, run_inject
-    from vlalign.generate.rules import RulesConfig
 
-    rules = RulesConfig(seed=args.seed, edits=args.edits, kinds=args.kinds.split(",") if args.kinds else RulesConfig().kinds)
-    config = InjectConfig(split=args.split, backend=args.backend, limit=args.limit, on_bad=args.on_bad,
-                          questions=args.questions, rules=rules)
-    try:
-        config.validate()
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    flags = {"split": "split", "backend": "backend", "limit": "limit", "on_bad": "on_bad", "questions": "questions",
+             "seed": "rules.seed", "edits": "rules.edits", "kinds": "rules.kinds"}
+    if args.kinds is not None:
+        args.kinds = args.kinds.split(",")
+    config = _settings(InjectConfig, args, "generate", "generate inject", flags)
     openai_config = None
-    if args.backend == "openai":
+    if config.backend == "openai":
         from vlalign.generate.openai_backend import OpenAIConfig
 
         openai_config = OpenAIConfig(base_url=args.base_url, model=args.api_model, api_key_env=args.api_key_env,
@@ -224,14 +236,7 @@ def cmd_generate_noisy(args: argparse.Namespace) -> int:
     from vlalign.generate.inject import report_path
     from vlalign.generate.noisy import NoisyConfig, run_noisy
 
-    config = NoisyConfig(split=args.split, method=args.method, step=args.step, mode=args.mode, seed=args.seed,
-                         questions=args.questions, limit=args.limit, on_bad=args.on_bad, batch_size=args.batch_size,
-                         max_new_tokens=args.max_new_tokens, temperature=args.temperature, dtype=args.dtype,
-                         device=args.device)
-    try:
-        config.validate()
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    config = _settings(NoisyConfig, args, "generate", "generate noisy")
     quiet_transformers()
     bar = _CountBar("noisy answers", "img")
     counts = run_noisy(args.model, args.data, args.out, config, conversations=args.conversations, on_progress=bar)
@@ -268,17 +273,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from vlalign.config import load_config
+    from vlalign.methods import METHODS
     from vlalign.train.config import TrainConfig
     from vlalign.train.loop import train
 
-    config = load_config(TrainConfig, _recipe(args.config, "train"),
-                         [f"method={args.method}", *args.set] if args.method else args.set)
-    try:
-        config.validate()
-    except ValueError as err:
-        raise UserError(f"train config: {err}") from None
+    config = load_config(TrainConfig, _recipe(args.config, "train"), args.set, _train_flags(args), "train")
+    _check_train_inputs(args, config)
     method = METHODS[config.method]
-    data, inputs = _train_inputs(args, config.method)
     quiet_transformers()
     bar = None
 
@@ -291,37 +292,45 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.set_postfix({"loss": f"{metrics['loss']:.3f}", **{k: f"{metrics[v]:.3f}" for k, v in shown.items()},
                          "tok/s": f"{metrics['tokens_per_s']:.0f}"}, refresh=False)
 
-    summary = train(args.model, data, args.out, config, eval_data=args.eval_data, image_root=args.image_root,
-                    resume=args.resume, on_step=on_step, trust_remote_code=args.trust_remote_code, method_inputs=inputs)
+    summary = train(config, resume=args.resume, on_step=on_step)
     if bar is not None:
         bar.close()
     what = "pairs" if method.reads_pairs else "prompts"
     print(f"{config.method}: {summary['steps']} steps on {summary['records']} {what}; model written to "
-          f"{args.out}/model, metrics in {args.out}/metrics.jsonl")
+          f"{config.out}/model, metrics in {config.out}/metrics.jsonl")
     return 0
 
 
-def _train_inputs(args: argparse.Namespace, method: str):
-    """``(data, FisaoInputs | None)`` from the arguments, or a one-line error naming what is missing."""
-    from vlalign.methods import FisaoInputs
+# train's flags that are shorthands for config fields: flag dest -> field
+_TRAIN_FLAGS = {"method": "method", "model": "model", "data": "data", "prompts": "data", "out": "out",
+                "eval_data": "eval_data", "image_root": "image_root", "trust_remote_code": "trust_remote_code",
+                "verifier": "fisao.verifier", "calibration": "fisao.calibration",
+                "calibration_split": "fisao.calibration_split", "prompts_split": "fisao.prompts_split",
+                "vocab": "fisao.vocab"}
+_FISAO_FLAGS = ("prompts", "verifier", "calibration", "calibration_split", "prompts_split", "vocab")
 
+
+def _train_flags(args: argparse.Namespace) -> dict:
+    if args.data and args.prompts:
+        raise UserError("train: give --data (preference records) or --prompts (fisao, fisao-dpo), not both")
+    return {field: getattr(args, dest) for dest, field in _TRAIN_FLAGS.items() if getattr(args, dest) is not None}
+
+
+def _check_train_inputs(args: argparse.Namespace, config) -> None:
+    """One line naming the flag a method does not read, or the input it lacks, before anything loads."""
+    from vlalign.methods import METHODS
+
+    method = config.method
     if METHODS[method].reads_pairs:
-        if not args.data:
-            raise UserError(f"train --method {method}: --data (preference records) is required")
-        extra = [f"--{n}" for n in ("prompts", "verifier", "calibration", "vocab") if getattr(args, n)]
+        extra = [f"--{n.replace('_', '-')}" for n in _FISAO_FLAGS if getattr(args, n) is not None]
         if extra:
             raise UserError(f"train --method {method}: {', '.join(extra)} belong to --method fisao or fisao-dpo")
-        return args.data, None
-    if args.data:
+    elif args.data:
         raise UserError(f"train --method {method} samples its own answers: give --prompts, not --data")
-    if not args.prompts or not args.verifier:
-        raise UserError(f"train --method {method} needs --prompts and --verifier")
-    calibration = args.calibration or (args.prompts if Path(args.prompts).is_dir() else None)
-    if calibration is None:
-        raise UserError(f"train --method {method}: --calibration (a world or COCO directory with ground truth, or "
-                        "a calibration.json) is required when --prompts is a file")
-    return args.prompts, FisaoInputs(args.verifier, calibration, args.calibration_split, args.prompts_split,
-                                     args.vocab)
+    try:
+        config.check_inputs()
+    except ValueError as err:
+        raise UserError(f"train --method {method}: {err}") from None
 
 
 def cmd_inspect_rewards(args: argparse.Namespace) -> int:
@@ -331,8 +340,7 @@ def cmd_inspect_rewards(args: argparse.Namespace) -> int:
 
     quiet_transformers()
     vocab = Vocabulary.load(args.vocab)
-    config = InspectConfig(noise_step=args.noise_step, kind=args.kind, batch_size=args.batch_size, seed=args.seed,
-                           limit=args.limit)
+    config = _settings(InspectConfig, args, "inspect", "inspect rewards")
     bar = _CountBar("inspect rewards", "record")
     try:
         summary = inspect_rewards(args.model, args.data, args.out, vocab, config, image_root=args.image_root,
@@ -362,7 +370,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from vlalign.report import load_run, markdown_table, summarize, write_report
 
     path = write_report(args.run_dir, args.out, examples=args.examples)
-    print(markdown_table(summarize(load_run(args.run_dir))))
+    run = load_run(args.run_dir)
+    summary = summarize(run)
+    # A training run not yet evaluated has no table; its notes say what to run.
+    print(markdown_table(summary) if summary else "\n".join(run.notes))
     print(f"\nreport written to {path}")
     return 0
 
@@ -406,28 +417,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--captions", help="score these descriptions instead of generating (JSON Lines: image_id, caption)")
     ev.add_argument("--answers", help="score these POPE answers instead of generating (JSON Lines: question_id, answer)")
     ev.add_argument("--questions", help="the POPE question file the --answers reply to")
-    ev.add_argument("--split", default="test", help="split whose annotations are used (COCO: e.g. val2014)")
-    ev.add_argument("--num-images", type=int, default=500, help="images (seeded sample when the split has more)")
-    ev.add_argument("--batch-size", type=int, default=16, help="images per generation batch")
+    _add_config_flags(ev, "EvalConfig")
+    ev.add_argument("--split", help="split whose annotations are used (default test; COCO: e.g. val2014)")
+    ev.add_argument("--num-images", type=int, help="images (seeded sample when the split has more; default 500)")
+    ev.add_argument("--batch-size", type=int, help="images per generation batch (default 16)")
     ev.add_argument("--out", help="result JSON (default: MODEL/eval/WHAT_SPLIT.json)")
-    ev.add_argument("--seed", type=int, default=0, help="image sample, POPE negatives and sampling")
-    ev.add_argument("--prompt", default="Describe this image.", help="CHAIR's instruction")
-    ev.add_argument("--max-new-tokens", type=int, default=256, help="CHAIR description length limit")
-    ev.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
-    ev.add_argument("--normalizer", choices=("builtin", "wordnet"), default="builtin",
-                    help="CHAIR word normalizer (wordnet = OPERA/lmms-eval lineage, needs nltk data)")
-    ev.add_argument("--skip-missing", action="store_true", help="CHAIR: skip images without ground truth (counted)")
+    ev.add_argument("--seed", type=int, help="image sample, POPE negatives and sampling (default 0)")
+    ev.add_argument("--prompt", help="CHAIR's instruction (default 'Describe this image.')")
+    ev.add_argument("--max-new-tokens", type=int, help="CHAIR description length limit (default 256)")
+    ev.add_argument("--temperature", type=float, help="0 = greedy (default); > 0 samples")
+    ev.add_argument("--normalizer", choices=("builtin", "wordnet"),
+                    help="CHAIR word normalizer (default builtin; wordnet = OPERA/lmms-eval lineage, needs nltk data)")
+    ev.add_argument("--skip-missing", action="store_true", default=None,
+                    help="CHAIR: skip images without ground truth (counted)")
     ev.add_argument("--coco-synonyms", help="CHAIR's COCO synonyms.txt (default: $VLALIGN_COCO_SYNONYMS or "
                     "~/.cache/vlalign/coco_synonyms.txt)")
-    ev.add_argument("--pope-mode", choices=("generate", "logits"), default="generate",
+    ev.add_argument("--pope-mode", choices=("generate", "logits"),
                     help="answer POPE by decoding (default) or by comparing Yes/No next-token scores")
-    ev.add_argument("--pope-parser", choices=("official", "strict"), default="official", help="POPE answer parser")
-    ev.add_argument("--pope-suffix", default="", help="text appended to each POPE question (LLaVA adds "
-                    "'\\nAnswer the question using a single word or phrase.')")
-    ev.add_argument("--pope-max-new-tokens", type=int, default=32, help="POPE answer length limit")
-    ev.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    ev.add_argument("--pope-parser", choices=("official", "strict"), help="POPE answer parser (default official)")
+    ev.add_argument("--pope-suffix", help="text appended to each POPE question (LLaVA adds "
+                    "'\\nAnswer the question using a single word or phrase.'; recipe eval llava_pope)")
+    ev.add_argument("--pope-max-new-tokens", type=int, help="POPE answer length limit (default 32)")
+    ev.add_argument("--dtype", help="auto (default), float32, bfloat16 or float16")
     ev.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
-    ev.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own Python code")
+    ev.add_argument("--trust-remote-code", action="store_true", default=None, help="allow a checkpoint's own Python code")
     ev.set_defaults(func=cmd_eval)
 
     data = sub.add_parser("data", help="preference records: convert between formats, validate")
@@ -450,21 +463,22 @@ def build_parser() -> argparse.ArgumentParser:
     inj = gen_sub.add_parser("inject", help="POVID's hallucination injection: correct answers edited into wrong ones")
     inj.add_argument("--data", required=True, help="a world directory, or a COCO directory (annotations/, images)")
     inj.add_argument("--out", required=True, help="preference records (JSON Lines); an existing file is resumed")
-    inj.add_argument("--split", default="train", help="split whose answers and annotations are used")
+    _add_config_flags(inj, "InjectConfig")
+    inj.add_argument("--split", help="split whose answers and annotations are used (default train)")
     inj.add_argument("--conversations", help="LLaVA-format file of prompts and answers (default: the world's "
                      "sft_SPLIT.jsonl, or a COCO directory's captions)")
-    inj.add_argument("--backend", choices=("rules", "openai"), default="rules",
+    inj.add_argument("--backend", choices=("rules", "openai"),
                      help="rules: offline edits learned from the annotations (default); openai: any "
                      "OpenAI-compatible chat endpoint that takes images")
-    inj.add_argument("--limit", type=int, default=0, help="first N answers only (0 = all)")
-    inj.add_argument("--on-bad", choices=("error", "skip"), default="error",
+    inj.add_argument("--limit", type=int, help="first N answers only (default 0 = all)")
+    inj.add_argument("--on-bad", choices=("error", "skip"),
                      help="an unusable input (empty answer, missing image) stops the run (default) or is skipped and counted")
-    inj.add_argument("--questions", type=int, default=0,
+    inj.add_argument("--questions", type=int,
                      help="also N existence questions per image ('Is there a dog in the image?'), each about a "
                      "present or, as often, an absent object that suits the scene; the wrong answer is rejected")
-    inj.add_argument("--seed", type=int, default=0, help="rules: seed of the edits")
-    inj.add_argument("--edits", type=int, default=1, help="rules: edits per answer")
-    inj.add_argument("--kinds", help="rules: comma-separated edit kinds (default: all of insert, substitute, "
+    inj.add_argument("--seed", type=int, help="rules.seed: seed of the edits (default 0)")
+    inj.add_argument("--edits", type=int, help="rules.edits: edits per answer (default 1)")
+    inj.add_argument("--kinds", help="rules.kinds: comma-separated edit kinds (default: all of insert, substitute, "
                      "color, size, position, count, flip)")
     inj.add_argument("--base-url", help="openai: endpoint (default: $OPENAI_BASE_URL, else OpenAI's)")
     inj.add_argument("--api-model", default="gpt-4o", help="openai: model name")
@@ -478,46 +492,48 @@ def build_parser() -> argparse.ArgumentParser:
     noisy.add_argument("--model", required=True, help="VLM directory whose answers are the rejected ones")
     noisy.add_argument("--data", required=True, help="a world directory, or a COCO directory (annotations/, images)")
     noisy.add_argument("--out", required=True, help="preference records (JSON Lines); an existing file is resumed")
-    noisy.add_argument("--split", default="train")
+    _add_config_flags(noisy, "NoisyConfig")
+    noisy.add_argument("--split", help="split whose answers are used (default train)")
     noisy.add_argument("--conversations", help="LLaVA-format file of prompts and answers (default as for inject)")
-    noisy.add_argument("--method", choices=("diffusion", "blur", "mask", "blank"), default="diffusion")
-    noisy.add_argument("--step", type=int, default=500, help="diffusion step (0-999; POVID: 500)")
-    noisy.add_argument("--mode", choices=("clip", "wrap"), default="clip",
+    noisy.add_argument("--corruption", choices=("diffusion", "blur", "mask", "blank"), help="default diffusion")
+    noisy.add_argument("--noise-step", type=int, help="diffusion step (0-999; default 500, as POVID)")
+    noisy.add_argument("--noise-mode", choices=("clip", "wrap"),
                        help="diffusion: clip to [0,1] (default) or wrap around as POVID's reference code does")
-    noisy.add_argument("--questions", choices=("describe", "all"), default="describe",
+    noisy.add_argument("--questions", choices=("describe", "all"),
                        help="open-ended answers only (default), or yes/no questions too")
-    noisy.add_argument("--limit", type=int, default=0, help="first N answers only (0 = all)")
-    noisy.add_argument("--on-bad", choices=("error", "skip"), default="error")
-    noisy.add_argument("--seed", type=int, default=0, help="corruption noise and sampling")
-    noisy.add_argument("--batch-size", type=int, default=16)
-    noisy.add_argument("--max-new-tokens", type=int, default=256)
-    noisy.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    noisy.add_argument("--dtype", default="auto")
+    noisy.add_argument("--limit", type=int, help="first N answers only (default 0 = all)")
+    noisy.add_argument("--on-bad", choices=("error", "skip"), help="default error")
+    noisy.add_argument("--seed", type=int, help="corruption noise and sampling (default 0)")
+    noisy.add_argument("--batch-size", type=int, help="default 16")
+    noisy.add_argument("--max-new-tokens", type=int, help="default 256")
+    noisy.add_argument("--temperature", type=float, help="0 = greedy (default)")
+    noisy.add_argument("--dtype", help="default auto")
     noisy.add_argument("--device")
     noisy.set_defaults(func=cmd_generate_noisy)
 
     tr = sub.add_parser("train", help="align a VLM: on preference records (DPO, POVID, TPO) or by itself "
                         "(FiSAO, FiSAO-DPO)")
-    tr.add_argument("--method", choices=METHODS, help="overrides the config's method")
-    tr.add_argument("--model", required=True, help="VLM directory to start from")
-    tr.add_argument("--data", help="preference records (JSON Lines, any supported format); DPO, POVID, TPO")
-    tr.add_argument("--prompts", help="fisao, fisao-dpo: a world or COCO directory (its --prompts-split images), "
-                    "or JSON Lines of {id, image, prompt}")
-    tr.add_argument("--prompts-split", default="train", help="fisao, fisao-dpo: split of a --prompts directory")
-    tr.add_argument("--verifier", help="fisao, fisao-dpo: CLIP model directory that scores object words "
-                    "(the world's clip/)")
-    tr.add_argument("--calibration", help="fisao, fisao-dpo: world or COCO directory with ground truth for the reward "
-                    "baselines (default: --prompts, when it is a directory), or an earlier run's calibration.json")
-    tr.add_argument("--calibration-split", default="val", help="fisao, fisao-dpo: split of --calibration (held out)")
-    tr.add_argument("--vocab", help="fisao, fisao-dpo: object words, a world directory or a CHAIR synonyms.txt "
-                    "(default: the --calibration or --prompts directory's, else COCO's)")
-    tr.add_argument("--out", required=True, help="run directory (model/, checkpoints/, metrics.jsonl, tensorboard/)")
-    tr.add_argument("--eval-data", help="held-out preference records, scored every eval_every steps and at the end")
-    tr.add_argument("--image-root", help="directory image paths are relative to (default: each file's)")
-    tr.add_argument("--config", help="TrainConfig fields: a recipe name (vlalign recipes) or a YAML file")
+    tr.add_argument("--config", help="TrainConfig fields: a recipe name (vlalign recipes), a YAML file, or a run's "
+                    "config.json; the flags below set the fields of the same name")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    tr.add_argument("--method", help="method: dpo, povid, tpo, fisao or fisao-dpo (vlalign.methods.METHODS)")
+    tr.add_argument("--model", help="model: VLM directory to start from")
+    tr.add_argument("--data", help="data: preference records (JSON Lines, any supported format); DPO, POVID, TPO")
+    tr.add_argument("--prompts", help="data, for fisao and fisao-dpo: a world or COCO directory (its --prompts-split "
+                    "images), or JSON Lines of {id, image, prompt}")
+    tr.add_argument("--prompts-split", help="fisao.prompts_split: split of a --prompts directory (default train)")
+    tr.add_argument("--verifier", help="fisao.verifier: CLIP model directory that scores object words (the world's clip/)")
+    tr.add_argument("--calibration", help="fisao.calibration: world or COCO directory with ground truth for the reward "
+                    "baselines (default: --prompts, when it is a directory), or an earlier run's calibration.json")
+    tr.add_argument("--calibration-split", help="fisao.calibration_split: split of --calibration (default val)")
+    tr.add_argument("--vocab", help="fisao.vocab: object words, a world directory or a CHAIR synonyms.txt "
+                    "(default: the --calibration or --prompts directory's, else COCO's)")
+    tr.add_argument("--out", help="out: run directory (model/, checkpoints/, metrics.jsonl, tensorboard/, config.json)")
+    tr.add_argument("--eval-data", help="eval_data: held-out preference records, scored every eval_every steps and at the end")
+    tr.add_argument("--image-root", help="image_root: directory image paths are relative to (default: each file's)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    tr.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own Python code")
+    tr.add_argument("--trust-remote-code", action="store_true", default=None,
+                    help="trust_remote_code: allow a checkpoint's own Python code")
     tr.set_defaults(func=cmd_train)
 
     mg = sub.add_parser("merge", help="fold a LoRA run's adapter into its base model (a plain model directory)")
@@ -535,11 +551,13 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--out", required=True, help="directory to create (rewards.html, tokens.png, histogram.png, ...)")
     rw.add_argument("--vocab", help="object words: a world directory or a CHAIR synonyms.txt "
                     "(default: COCO's, from $VLALIGN_COCO_SYNONYMS or ~/.cache/vlalign/coco_synonyms.txt)")
-    rw.add_argument("--limit", type=int, default=200, help="records to score, from the top (0 = all)")
-    rw.add_argument("--batch-size", type=int, default=8)
-    rw.add_argument("--noise-step", type=int, default=500, help="diffusion step of the corrupted image (of 1000)")
-    rw.add_argument("--kind", choices=("logits", "logps"), default="logits", help="score raw logits (TPO) or log-probs")
-    rw.add_argument("--seed", type=int, default=0, help="the corruption noise")
+    _add_config_flags(rw, "InspectConfig")
+    rw.add_argument("--limit", type=int, help="records to score, from the top (default 200; 0 = all)")
+    rw.add_argument("--batch-size", type=int, help="default 8")
+    rw.add_argument("--noise-step", type=int, help="diffusion step of the corrupted image (of 1000; default 500)")
+    rw.add_argument("--noise-mode", choices=("clip", "wrap"), help="default clip")
+    rw.add_argument("--kind", choices=("logits", "logps"), help="score raw logits (TPO; default) or log-probs")
+    rw.add_argument("--seed", type=int, help="the corruption noise (default 0)")
     rw.add_argument("--image-root", help="directory image paths are relative to (default: the data file's)")
     rw.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     rw.add_argument("--device", help="cpu, cuda, ... (default: cpu)")
@@ -547,13 +565,15 @@ def build_parser() -> argparse.ArgumentParser:
     rw.set_defaults(func=cmd_inspect_rewards)
 
     rec = sub.add_parser("recipes", help="the shipped recipes (--config names): each one's name and its command")
-    rec.add_argument("--kind", choices=("train", "world"), help="only train or only world recipes (default: both)")
+    rec.add_argument("--kind", choices=("train", "world", "eval"), help="only this kind of recipes (default: all)")
     rec.set_defaults(func=cmd_recipes)
 
     add_demo_parser(sub)
 
-    rep = sub.add_parser("report", help="one self-contained HTML page of a demo run: table, plots, examples, settings")
-    rep.add_argument("run_dir", metavar="RUN_DIR", help="run directory made by `vlalign demo`")
+    rep = sub.add_parser("report", help="one self-contained HTML page of a demo or training run: table, plots, "
+                         "examples, settings")
+    rep.add_argument("run_dir", metavar="RUN_DIR",
+                     help="run directory made by `vlalign demo`, or the --out of one `vlalign train`")
     rep.add_argument("--out", help="HTML file to write (default: RUN_DIR/report.html)")
     rep.add_argument("--examples", type=int, default=6, help="test images shown with every model's description")
     rep.set_defaults(func=cmd_report)

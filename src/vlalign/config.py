@@ -22,10 +22,16 @@ from vlalign.errors import UserError
 T = TypeVar("T")
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Build ``cls`` from a YAML file (or its defaults) plus ``key=value`` overrides."""
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                values: dict[str, Any] | None = None, label: str = "defaults") -> T:
+    """Build ``cls`` from a YAML file (or its defaults), then ``values``, then ``key=value`` overrides.
+
+    ``values`` maps dotted keys to Python values: what a command's flags (shorthands for
+    config fields) were given; a ``--set`` of the same key wins over them. Errors name the file,
+    or ``label`` (the command) when there is none.
+    """
     data: dict[str, Any] = {}
-    where = "defaults"
+    where = label
     if path is not None:
         path = Path(path)
         where = str(path)
@@ -40,6 +46,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if loaded is not None and not isinstance(loaded, dict):
             raise UserError(f"{path}: expected a mapping of config fields, got {type(loaded).__name__}")
         data = loaded or {}
+    for key, value in (values or {}).items():
+        _put(data, key, value, f"--{key.replace('_', '-')}")
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -48,14 +56,18 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"override {item!r}: {part} is not a section")
-        node[parts[-1]] = value
+        _put(data, key, value, f"override {item!r}")
     return _build(cls, data, where)
+
+
+def _put(data: dict[str, Any], key: str, value: Any, what: str) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"{what}: {part} is not a section")
+    node[parts[-1]] = value
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:

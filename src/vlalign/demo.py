@@ -415,10 +415,12 @@ def _inject(world_dir: Path, prefs: Path, bar: Progress) -> None:
 
 
 def _evaluate(model: Path, world_dir: Path, out: Path, eval_images: int, name: str, bar: Progress) -> None:
+    from vlalign.config import load_config
     from vlalign.eval.run import EvalConfig, evaluate
+    from vlalign.recipes import resolve_recipe
 
-    # POPE by Yes/No next-token scores: one forward pass per question keeps the demo fast.
-    eval_config = EvalConfig(num_images=eval_images, pope_mode="logits")
+    # the eval recipe "world": POPE by Yes/No next-token scores, one forward pass per question
+    eval_config = load_config(EvalConfig, resolve_recipe("world", "eval"), values={"num_images": eval_images})
     result = evaluate(model, world_dir, "all", eval_config, lambda part, done, total: bar(f"eval {name} {part}", done, total))
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result, indent=1)
@@ -428,14 +430,15 @@ def _train(method: str, seed: int, train_config, base_dir: Path, world_dir: Path
            bar: Progress) -> None:
     from dataclasses import replace
 
-    from vlalign.methods import METHODS, FisaoInputs
+    from vlalign.methods import METHODS
     from vlalign.train.loop import train
 
-    config = replace(train_config, seed=seed)
-    inputs = None if METHODS[method].reads_pairs else FisaoInputs(base_dir / "clip", world_dir)
-    data = prefs if inputs is None else world_dir
-    train(base_dir / "llava", data, run, config, resume=run.exists(), method_inputs=inputs,
-          on_step=lambda step, total, metrics: bar(f"train {method}-seed{seed}", step, total))
+    on_policy = not METHODS[method].reads_pairs
+    fisao = replace(train_config.fisao, verifier=str(base_dir / "clip"), calibration=str(world_dir)) if on_policy \
+        else train_config.fisao
+    config = replace(train_config, seed=seed, model=str(base_dir / "llava"), data=str(world_dir if on_policy else prefs),
+                     out=str(run), fisao=fisao)
+    train(config, resume=run.exists(), on_step=lambda step, total, metrics: bar(f"train {method}-seed{seed}", step, total))
 
 
 def _inspect(model: Path, prefs: Path, world_dir: Path, out: Path, config: DemoConfig, bar: Progress) -> None:

@@ -26,5 +26,5 @@ def test_corruption_is_per_record_deterministic_and_changes_the_image(tiny_world
 
 def test_source_names_the_corruption():
     assert NoisyConfig().source == "noisy:diffusion500"
-    assert NoisyConfig(mode="wrap", step=300).source == "noisy:diffusion300-wrap"
-    assert NoisyConfig(method="blank").source == "noisy:blank"
+    assert NoisyConfig(noise_mode="wrap", noise_step=300).source == "noisy:diffusion300-wrap"
+    assert NoisyConfig(corruption="blank").source == "noisy:blank"

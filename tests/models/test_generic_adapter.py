@@ -102,9 +102,10 @@ def test_two_training_steps_move_the_weights(saved, prefs, tmp_path, method):
     family, path = saved
     if family not in ("llava_next", "aya_vision") and method != "dpo":
         pytest.skip("the other generic families train one method here, to keep the suite short")
-    config = TrainConfig(method=method, max_steps=2, batch_size=2, lr=1e-2, warmup_ratio=0.0)
+    config = TrainConfig(model=path, data=prefs, out=tmp_path / "run", method=method, max_steps=2, batch_size=2,
+                         lr=1e-2, warmup_ratio=0.0)
     before = {k: v.clone() for k, v in load_vlm(path, dtype="float32").model.state_dict().items()}
-    summary = train(path, prefs, tmp_path / "run", config)
+    summary = train(config)
     assert summary["steps"] == 2
     rows = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if line]
     losses = [json.loads(r)["loss"] for r in rows]
@@ -123,6 +124,6 @@ def test_a_family_the_scorer_cannot_drive_is_refused_before_anything_loads(tmp_p
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "mllama"}))  # no processor, no weights
     with pytest.raises(UserError, match=r"mllama: model family 'mllama' is not supported: its images enter"):
-        train(model, prefs, tmp_path / "run", TrainConfig(max_steps=1))
+        train(TrainConfig(model=model, data=prefs, out=tmp_path / "run", max_steps=1))
     assert not (tmp_path / "run").exists()
 

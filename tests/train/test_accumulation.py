@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlalign.methods import FisaoInputs, FisaoSettings
+from vlalign.methods import FisaoSettings
 from vlalign.models.load import load_vlm
 from vlalign.rewards.verifier import Calibration
 from vlalign.train.config import TrainConfig
@@ -41,22 +41,23 @@ def final_weights(out) -> dict[str, torch.Tensor]:
     return load_file(str(steps[-1] / "trainable.safetensors"))
 
 
-def run(tmp_path, tiny_base, data, method: str, batch_size: int, grad_accum: int, inputs=None):
+def run(tmp_path, tiny_base, data, method: str, batch_size: int, grad_accum: int, verifier=None):
     # kl_coef 0: at the start the KL term's gradient is rounding noise around zero (the policy is the
     # reference), which Adam scales up to full-size steps that differ with the batch's composition.
     fisao = FisaoSettings(rounds=1, prompts_per_round=2, samples=4, epochs=2, max_new_tokens=10,
-                          calibration_images=4, kl_coef=0.0)
-    config = TrainConfig(method=method, batch_size=batch_size, grad_accum=grad_accum, lr=1e-3, warmup_ratio=0.0,
-                         max_steps=0 if inputs else 2, fisao=fisao, sft_weight=0.5)
+                          calibration_images=4, kl_coef=0.0, verifier=verifier or "")
     out = tmp_path / f"{method}-{batch_size}x{grad_accum}"
-    train(tiny_base / "llava", data, out, config, method_inputs=inputs)
+    config = TrainConfig(model=tiny_base / "llava", data=data, out=out, method=method, batch_size=batch_size,
+                         grad_accum=grad_accum, lr=1e-3, warmup_ratio=0.0, max_steps=0 if verifier else 2, fisao=fisao,
+                         sft_weight=0.5)
+    train(config)
     return final_weights(out)
 
 
 @pytest.mark.parametrize("method", ["dpo", "povid", "tpo", "fisao", "fisao-dpo"])
 def test_batch_and_accumulation_can_be_recut(tmp_path, tiny_world, tiny_base, prefs, fixed_calibration, method):
     on_policy = method.startswith("fisao")
-    inputs = FisaoInputs(tiny_base / "clip", tiny_world) if on_policy else None
+    inputs = tiny_base / "clip" if on_policy else None
     data = tiny_world if on_policy else prefs
     start = load_vlm(tiny_base / "llava", dtype="float32").model.state_dict()
     whole = run(tmp_path, tiny_base, data, method, 4, 1, inputs)

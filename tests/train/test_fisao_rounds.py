@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from vlalign.errors import UserError
-from vlalign.methods import METHODS, FisaoInputs, FisaoSettings, load_prompts
+from vlalign.methods import METHODS, FisaoSettings, load_prompts
 from vlalign.methods.fisao import pair_answers
 from vlalign.rewards.verifier import Calibration
 from vlalign.train.config import TrainConfig
@@ -22,6 +23,12 @@ def _config(save_every: int = 3, **fisao) -> TrainConfig:
     settings.update(fisao)
     return TrainConfig(method="fisao", batch_size=2, lr=1e-2, warmup_ratio=0.0, save_every=save_every,
                        fisao=FisaoSettings(**settings))
+
+
+def _train(model, world, out, config: TrainConfig, verifier, **kwargs):
+    """``train`` on ``world``'s images, calibrated on its val split, scored by the CLIP in ``verifier``."""
+    fisao = replace(config.fisao, verifier=verifier, calibration=world)
+    return train(replace(config, model=model, data=world, out=out, fisao=fisao), **kwargs)
 
 
 @pytest.fixture
@@ -59,13 +66,13 @@ def test_total_steps_counts_every_round_and_epoch():
 @pytest.mark.parametrize("cut_at_boundary", [False, True])
 def test_a_resumed_fisao_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, tiny_world, tiny_base,
                                                                            fixed_calibration, cut_at_boundary):
-    inputs = FisaoInputs(tiny_base / "clip", tiny_world)
+    inputs = tiny_base / "clip"
     model = tiny_base / "llava"
     # mid-round: 8 micro-batches a round, a checkpoint every 3, killed after step 5 (round 0, epoch 2).
     # boundary: 4 a round, a checkpoint every 4, killed after step 5; round 1's draw is then deleted,
     # so the resumed run draws it again from the checkpoint's weights.
     config = (lambda: _config(epochs=1, save_every=4)) if cut_at_boundary else _config  # noqa: E731
-    whole = train(model, tiny_world, tmp_path / "whole", config(), method_inputs=inputs)
+    whole = _train(model, tiny_world, tmp_path / "whole", config(), inputs)
     assert whole["records"] == 48  # the tiny world's train images
     assert sorted(p.name for p in (tmp_path / "whole" / "rollouts").iterdir()) == ["round-0000", "round-0001"]
 
@@ -77,10 +84,10 @@ def test_a_resumed_fisao_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_p
             raise Stop
 
     with pytest.raises(Stop):
-        train(model, tiny_world, tmp_path / "cut", config(), method_inputs=inputs, on_step=kill)
+        _train(model, tiny_world, tmp_path / "cut", config(), inputs, on_step=kill)
     if cut_at_boundary:
         shutil.rmtree(tmp_path / "cut" / "rollouts" / "round-0001")
-    train(model, tiny_world, tmp_path / "cut", config(), method_inputs=inputs, resume=True)
+    _train(model, tiny_world, tmp_path / "cut", config(), inputs, resume=True)
     a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     assert a.keys() == b.keys() and len(a) > 0
     # Adam at lr 1e-2 moves a weight by about 1e-2 a step; it also turns a last-bit difference in
@@ -96,8 +103,8 @@ def test_a_resumed_fisao_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_p
 
 def test_fisao_logs_its_rounds_and_keeps_each_rollout(tmp_path, tiny_world, tiny_base, fixed_calibration):
     out = tmp_path / "run"
-    train(tiny_base / "llava", tiny_world, out, _config(rounds=1, epochs=1),
-          method_inputs=FisaoInputs(tiny_base / "clip", tiny_world))
+    _train(tiny_base / "llava", tiny_world, out, _config(rounds=1, epochs=1),
+          tiny_base / "clip")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for key in ("fisao/kl", "fisao/clip_fraction", "fisao/mention_reward", "fisao/sample_s", "fisao/verifier_s"):
@@ -146,7 +153,7 @@ def test_fisao_dpo_rounds_pair_each_images_best_answer_with_its_worst(tmp_path, 
     # 2 images a round -> 2 pairs; batch 2 -> 1 pair a micro-batch; 2 epochs -> 4 steps a round
     config = _dpo_config(rounds=1, prompts_per_round=2, samples=4, rank_by=rank_by)
     assert METHODS[config.method].steps_for(config) == 4
-    train(tiny_base / "llava", tiny_world, out, config, method_inputs=FisaoInputs(tiny_base / "clip", tiny_world))
+    _train(tiny_base / "llava", tiny_world, out, config, tiny_base / "clip")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert rows[0]["rewards/margin"] == pytest.approx(0.0, abs=1e-6)  # the policy starts as the reference
@@ -169,10 +176,10 @@ def test_fisao_dpo_rounds_pair_each_images_best_answer_with_its_worst(tmp_path, 
 
 def test_a_resumed_fisao_dpo_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, tiny_world, tiny_base,
                                                                                fixed_calibration):
-    inputs = FisaoInputs(tiny_base / "clip", tiny_world)
+    inputs = tiny_base / "clip"
     model = tiny_base / "llava"
     config = lambda: _dpo_config(prompts_per_round=3, samples=6)  # noqa: E731  3 micro-batches an epoch, 6 a round
-    train(model, tiny_world, tmp_path / "whole", config(), method_inputs=inputs)
+    _train(model, tiny_world, tmp_path / "whole", config(), inputs)
     rows = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     # the tiny model's answers must give preferences in both rounds, and the policy must move,
     # or the two runs would agree trivially; steps past a round's pairs train nothing and log no loss
@@ -189,8 +196,8 @@ def test_a_resumed_fisao_dpo_run_ends_with_the_weights_of_an_uninterrupted_one(t
             raise Stop
 
     with pytest.raises(Stop):
-        train(model, tiny_world, tmp_path / "cut", config(), method_inputs=inputs, on_step=kill)
-    train(model, tiny_world, tmp_path / "cut", config(), method_inputs=inputs, resume=True)
+        _train(model, tiny_world, tmp_path / "cut", config(), inputs, on_step=kill)
+    _train(model, tiny_world, tmp_path / "cut", config(), inputs, resume=True)
     a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     assert a.keys() == b.keys() and len(a) > 0
     for name in a:

@@ -28,8 +28,9 @@ def prefs(tiny_world, tmp_path_factory):
     return out
 
 
-def _config(**overrides) -> TrainConfig:
-    fields = {"max_steps": 4, "batch_size": 4, "lr": 1e-3, "warmup_ratio": 0.0, "save_every": 2}
+def _config(model="", data="", out="", **overrides) -> TrainConfig:
+    fields = {"model": model, "data": data, "out": out, "max_steps": 4, "batch_size": 4, "lr": 1e-3,
+              "warmup_ratio": 0.0, "save_every": 2}
     fields.update(overrides)
     return TrainConfig(**fields)
 
@@ -46,16 +47,16 @@ class _Stop(Exception):
 @pytest.mark.parametrize("method", ["dpo", "povid", "tpo"])
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, tiny_base, prefs, method):
     model = tiny_base / "llava"
-    train(model, prefs, tmp_path / "whole", _config(method=method))
+    train(_config(model, prefs, tmp_path / "whole", method=method))
 
     def stop_after_three(step, total, metrics):
         if step == 3:  # the checkpoint of step 2 exists; step 3's update is lost with the "kill"
             raise _Stop
 
     with pytest.raises(_Stop):
-        train(model, prefs, tmp_path / "cut", _config(method=method), on_step=stop_after_three)
+        train(_config(model, prefs, tmp_path / "cut", method=method), on_step=stop_after_three)
     assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-2"]
-    summary = train(model, prefs, tmp_path / "cut", _config(method=method), resume=True)
+    summary = train(_config(model, prefs, tmp_path / "cut", method=method), resume=True)
     assert summary["steps"] == 4
     logged = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4]  # step 3 of the killed run is dropped and redone, not logged twice
@@ -70,14 +71,15 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, t
 
 def test_metrics_log_and_outputs(tmp_path, tiny_base, prefs):
     out = tmp_path / "run"
-    train(tiny_base / "llava", prefs, out, _config(), eval_data=prefs)
+    train(_config(tiny_base / "llava", prefs, out, eval_data=prefs))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
     assert rows[-1]["step"] == 4 and "eval/loss" in rows[-1]
     for key in ("rewards/margin", "rewards/accuracy", "grad_norm", "lr", "tokens_per_s"):
         assert key in rows[0]
     assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at the first step
-    assert json.loads((out / "config.json").read_text())["config"]["method"] == "dpo"
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["method"] == "dpo" and saved["model"] == str(tiny_base / "llava") and saved["out"] == str(out)
     assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
     from transformers import AutoModelForImageTextToText
 
@@ -88,8 +90,8 @@ def test_precomputed_reference_gives_the_live_reference_loss(tmp_path, tiny_base
     monkeypatch.setenv("VLALIGN_CACHE", str(tmp_path / "cache"))
     held_out = prefs.with_name("held_out.jsonl")  # other records than the first ones: another table
     held_out.write_text("".join(prefs.read_text().splitlines(keepends=True)[30:38]))
-    train(tiny_base / "llava", prefs, tmp_path / "live", _config(reference="copy"), eval_data=held_out)
-    train(tiny_base / "llava", prefs, tmp_path / "pre", _config(reference="precomputed"), eval_data=held_out)
+    train(_config(tiny_base / "llava", prefs, tmp_path / "live", reference="copy", eval_data=held_out))
+    train(_config(tiny_base / "llava", prefs, tmp_path / "pre", reference="precomputed", eval_data=held_out))
     assert any((tmp_path / "cache" / "reference").glob("*.safetensors"))
     live = [json.loads(x) for x in (tmp_path / "live" / "metrics.jsonl").read_text().splitlines()]
     pre = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
@@ -102,14 +104,14 @@ def test_precomputed_reference_gives_the_live_reference_loss(tmp_path, tiny_base
 
 def test_nan_loss_stops_with_the_step_and_records_and_keeps_the_last_good_state(tmp_path, tiny_base, prefs):
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step \d+ \(records .+\); the last good state"):
-        train(tiny_base / "llava", prefs, tmp_path / "run", _config(lr=1e30, max_steps=20, save_every=0))
+        train(_config(tiny_base / "llava", prefs, tmp_path / "run", lr=1e30, max_steps=20, save_every=0))
     saved = _final_weights(tmp_path / "run")
     assert all(torch.isfinite(t).all() for t in saved.values())
 
 
 def test_lora_run_saves_an_adapter_and_uses_the_adapter_free_reference(tmp_path, tiny_base, prefs):
     out = tmp_path / "lora"
-    train(tiny_base / "llava", prefs, out, _config(save_every=0, lora=LoraSettings(enabled=True, r=4, alpha=8)))
+    train(_config(tiny_base / "llava", prefs, out, save_every=0, lora=LoraSettings(enabled=True, r=4, alpha=8)))
     assert (out / "model" / "adapter_config.json").is_file()
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert first["loss"] == pytest.approx(0.6931, abs=1e-4)  # LoRA starts at zero: policy == reference
@@ -151,4 +153,4 @@ def test_refuses_a_non_empty_output_without_resume(tmp_path, tiny_base, prefs):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("")
     with pytest.raises(UserError, match="not empty"):
-        train(tiny_base / "llava", prefs, tmp_path / "run", _config())
+        train(_config(tiny_base / "llava", prefs, tmp_path / "run"))

@@ -36,9 +36,9 @@ class NoisyConfig:
     """How images are corrupted and answers decoded."""
 
     split: str = "train"
-    method: str = "diffusion"  # diffusion, blur, mask or blank (vlalign.data.corrupt)
-    step: int = 500  # diffusion step, as POVID
-    mode: str = "clip"  # diffusion: clip to [0, 1], or "wrap" as POVID's reference code does
+    corruption: str = "diffusion"  # diffusion, blur, mask or blank (vlalign.data.corrupt)
+    noise_step: int = 500  # diffusion step, as POVID (the name povid.noise_step and tpo.noise_step use too)
+    noise_mode: str = "clip"  # diffusion: clip to [0, 1], or "wrap" as POVID's reference code does
     seed: int = 0  # corruption noise (per record, from the seed and the record id) and sampling
     questions: str = "describe"  # "describe": open-ended answers only; "all": yes/no questions too
     limit: int = 0  # first N items only; 0 = all
@@ -50,21 +50,23 @@ class NoisyConfig:
     device: str | None = None
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}")
-        if self.mode not in DIFFUSION_MODES:
-            raise ValueError(f"mode must be one of {', '.join(DIFFUSION_MODES)}")
+        if self.corruption not in METHODS:
+            raise ValueError(f"corruption must be one of {', '.join(METHODS)}")
+        if self.noise_mode not in DIFFUSION_MODES:
+            raise ValueError(f"noise_mode must be one of {', '.join(DIFFUSION_MODES)}")
         if self.on_bad not in ("error", "skip"):
             raise ValueError("on_bad must be 'error' or 'skip'")
         if self.questions not in ("describe", "all"):
             raise ValueError("questions must be 'describe' or 'all'")
         if self.limit < 0 or self.batch_size < 1:
             raise ValueError("limit must be >= 0 and batch_size >= 1")
+        if not 0 <= self.noise_step < 1000:
+            raise ValueError(f"noise_step must be in [0, 1000) (got {self.noise_step})")
 
     @property
     def source(self) -> str:
-        detail = f"{self.step}" + ("-wrap" if self.mode == "wrap" else "") if self.method == "diffusion" else ""
-        return f"noisy:{self.method}{detail}"
+        detail = f"{self.noise_step}" + ("-wrap" if self.noise_mode == "wrap" else "") if self.corruption == "diffusion" else ""
+        return f"noisy:{self.corruption}{detail}"
 
 
 def _is_yes_no(answer: str) -> bool:
@@ -79,8 +81,8 @@ def corrupted(item: Item, config: NoisyConfig) -> Image.Image:
     except OSError as err:
         raise UserError(f"{item.where}: cannot read image {item.image} ({err.__class__.__name__})") from None
     seed = zlib.crc32(f"{config.seed}:{item.id}".encode())
-    kwargs: dict[str, Any] = {"radius": 2.0} if config.method == "blur" else {}
-    return corrupt_image(image, config.method, step=config.step, mode=config.mode, seed=seed, **kwargs)
+    kwargs: dict[str, Any] = {"radius": 2.0} if config.corruption == "blur" else {}
+    return corrupt_image(image, config.corruption, step=config.noise_step, mode=config.noise_mode, seed=seed, **kwargs)
 
 
 def run_noisy(model: str | Path, data_dir: str | Path, out: str | Path, config: NoisyConfig,

@@ -76,7 +76,7 @@ class InspectConfig:
     kind: str = "logits"  # raw logits (TPO's reference code) or logps
     batch_size: int = 8
     seed: int = 0
-    limit: int = 0  # records to score; 0 = all
+    limit: int = 200  # records to score, from the top; 0 = all
 
     def validate(self) -> None:
         if self.kind not in KINDS:

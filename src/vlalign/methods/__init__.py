@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from vlalign.methods.base import Method, Setup, StepOutput, dpo_metrics, with_sft
 from vlalign.methods.dpo import DPO, dpo_step
-from vlalign.methods.fisao import FiSAO, FisaoInputs, FisaoSettings, load_prompts
+from vlalign.methods.fisao import FiSAO, FisaoSettings, load_prompts
 from vlalign.methods.fisao_dpo import FiSAODPO
 from vlalign.methods.pairs import PairMethod, collate
 from vlalign.methods.povid import POVID, POVIDConfig
 from vlalign.methods.tpo import TPO, TPOConfig
 
-__all__ = ["DPO", "METHODS", "POVID", "TPO", "FiSAO", "FiSAODPO", "FisaoInputs", "FisaoSettings", "Method",
+__all__ = ["DPO", "METHODS", "POVID", "TPO", "FiSAO", "FiSAODPO", "FisaoSettings", "Method",
            "POVIDConfig", "PairMethod", "Setup", "StepOutput", "TPOConfig", "collate", "dpo_metrics", "dpo_step",
            "load_prompts", "with_sft"]
 

@@ -68,7 +68,6 @@ class Setup:
     resume: bool = False
     process_index: int = 0
     num_processes: int = 1
-    inputs: Any = None  # what the method reads besides its data (FiSAO: its verifier and calibration)
 
 
 class Method:

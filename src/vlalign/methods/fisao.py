@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,30 @@ class FisaoSettings:
     calibration_images: int = 100  # images of the calibration split for the reward baselines
     token_weight: float = 1.0  # fisao-dpo: weight 1 + token_weight * reward on chosen tokens, 1 - ... on rejected
     rank_by: str = "sum"  # fisao-dpo: an answer's mention rewards, summed or averaged (CSR averages over sentences)
+    # What FiSAO reads besides the policy and its prompts (the training config's ``data``)
+    verifier: str = ""  # a CLIPModel directory (the world's clip/)
+    # a world or COCO directory whose calibration_split has ground truth, or the calibration.json
+    # of an earlier run with the same verifier; "" = the prompts, when they are a directory
+    calibration: str = ""
+    calibration_split: str = "val"
+    prompts_split: str = "train"  # when the prompts are a directory
+    vocab: str | None = None  # object words (Vocabulary.load); default: the calibration or prompts directory's
+
+    def __post_init__(self) -> None:
+        for name in ("verifier", "calibration", "vocab"):  # a pathlib.Path is welcome from Python
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+
+    def check_inputs(self, prompts: str) -> None:
+        if not self.verifier:
+            raise ValueError("fisao.verifier (--verifier) not set: the CLIP model that scores object words")
+        if not self.calibration and not Path(prompts).is_dir():
+            raise ValueError("fisao.calibration (--calibration) not set: a world or COCO directory with ground truth, "
+                             "or a calibration.json, is needed when the prompts are a file")
+
+    def calibration_source(self, prompts: str | Path) -> Path:
+        return Path(self.calibration or prompts)
 
     def validate(self) -> None:
         if min(self.rounds, self.prompts_per_round, self.samples, self.epochs, self.max_new_tokens,
@@ -100,32 +125,20 @@ class FisaoSettings:
             raise ValueError(f"fisao: rank_by must be sum or mean (got {self.rank_by!r})")
 
 
-@dataclass(frozen=True)
-class FisaoInputs:
-    """What FiSAO reads besides the policy and its prompts."""
-
-    verifier: str | Path  # a CLIPModel directory
-    # a world or COCO directory whose ``calibration_split`` has ground truth, or the
-    # calibration.json of an earlier run with the same verifier (measured once, reused)
-    calibration: str | Path
-    calibration_split: str = "val"
-    prompts_split: str = "train"  # when the prompts are a directory
-    vocab: str | Path | None = None  # object words (Vocabulary.load); default: the calibration or prompts directory's
-
-
-def fisao_setup(policy: LoadedVLM, inputs: FisaoInputs, prompts_source: str | Path, config: Any, out: Path,
+def fisao_setup(policy: LoadedVLM, prompts_source: str | Path, config: Any, out: Path,
                 device, resume: bool) -> tuple[Verifier, Calibration, Vocabulary]:
     """The verifier, the reward calibration and the object vocabulary of a FiSAO run.
 
     The calibration is measured with ``policy`` (the starting model) on the held-out split,
-    unless ``inputs.calibration`` is a file or the run being resumed has one; it is written to
+    unless ``fisao.calibration`` is a file or the run being resumed has one; it is written to
     ``out/calibration.json`` (with ``calibration_summary.json`` when measured).
     """
-    verifier = Verifier.load(inputs.verifier, device=device, patch_level=config.fisao.patch_level)
-    given = Path(inputs.calibration)
-    data = open_data(given, inputs.calibration_split) if given.is_dir() else None
-    if inputs.vocab is not None:
-        vocab = Vocabulary.load(inputs.vocab)
+    settings = config.fisao
+    verifier = Verifier.load(settings.verifier, device=device, patch_level=settings.patch_level)
+    given = settings.calibration_source(prompts_source)
+    data = open_data(given, settings.calibration_split) if given.is_dir() else None
+    if settings.vocab is not None:
+        vocab = Vocabulary.load(settings.vocab)
     elif data is not None:
         vocab = data.vocab
     else:
@@ -139,7 +152,7 @@ def fisao_setup(policy: LoadedVLM, inputs: FisaoInputs, prompts_source: str | Pa
         calibration, summary = calibrate_rewards(policy, verifier, data, config)
         write_json(out / "calibration_summary.json", {**calibration.to_dict(), **summary}, indent=1)
     if calibration.patch_level != config.fisao.patch_level:
-        raise UserError(f"{inputs.calibration}: calibrated with patch_level={calibration.patch_level}, but this run "
+        raise UserError(f"{given}: calibrated with patch_level={calibration.patch_level}, but this run "
                         f"scores with fisao.patch_level={config.fisao.patch_level}")
     calibration.save(path)
     return verifier, calibration, vocab
@@ -287,13 +300,10 @@ class FiSAO(Method):
     def __init__(self, setup):
         super().__init__(setup)
         config = self.config
-        inputs = setup.inputs
-        if not isinstance(inputs, FisaoInputs):
-            raise UserError(f"{self.name} needs a verifier and a calibration split (--verifier, --calibration)")
-        self.prompts = load_prompts(setup.data, inputs.prompts_split, config.fisao.prompt, setup.image_root)
+        self.prompts = load_prompts(setup.data, config.fisao.prompts_split, config.fisao.prompt, setup.image_root)
         with setup.autocast():  # under LoRA + bf16 the frozen weights are bf16, the trainable fp32
-            self.verifier, self.calibration, vocab = fisao_setup(setup.sampler, inputs, setup.data, config,
-                                                                 setup.out, setup.device, setup.resume)
+            self.verifier, self.calibration, vocab = fisao_setup(setup.sampler, setup.data, config, setup.out,
+                                                                 setup.device, setup.resume)
         self.finder = object_finder(vocab)
         self.processor, self.out, self.device = setup.processor, setup.out, setup.device
         self.process_index, self.num_processes = setup.process_index, setup.num_processes

@@ -2,7 +2,9 @@
 
 A recipe is a YAML file under ``vlalign/recipes/{kind}/``: ``train`` recipes hold ``TrainConfig``
 fields (``vlalign train --config world/dpo``), ``world`` recipes hold ``WorldConfig`` or
-``PretrainConfig`` fields (``vlalign world make --config default``). Its name is its path under
+``PretrainConfig`` fields (``vlalign world make --config default``), ``eval`` recipes hold
+``EvalConfig`` fields (``vlalign eval pope --config llava_pope``); ``generate`` and ``inspect``
+read a YAML file of their own config's fields (none is shipped). Its name is its path under
 its kind's folder without ``.yaml``. The first line of every recipe is a comment with the command
 that runs it by name (a line ending in ``\\`` continues on the next comment line);
 ``vlalign recipes`` lists them. What each was measured to do is in ``docs/recipes.md``.
@@ -15,8 +17,10 @@ from pathlib import Path
 
 from vlalign.errors import UserError
 
+__all__ = ["KINDS", "ROOT", "Recipe", "header_command", "list_recipes", "resolve_recipe"]
+
 ROOT = Path(__file__).resolve().parent
-KINDS = ("train", "world")
+KINDS = ("train", "world", "eval", "generate", "inspect")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,5 +76,5 @@ def resolve_recipe(name_or_path: str | Path, kind: str) -> Path:
         if recipe.name == name:
             return recipe.path
     names = ", ".join(r.name for r in list_recipes(kind))
-    raise UserError(f"{name_or_path}: neither a file nor a {kind} recipe; the {kind} recipes are {names} "
-                    f"(vlalign recipes)")
+    shipped = f"the {kind} recipes are {names} (vlalign recipes)" if names else f"no {kind} recipe is shipped"
+    raise UserError(f"{name_or_path}: neither a file nor a {kind} recipe; {shipped}")

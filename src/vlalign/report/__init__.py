@@ -1,7 +1,12 @@
-"""A demo run directory as one self-contained HTML page, and its comparison table as Markdown.
+"""A run directory as one self-contained HTML page, and its table as Markdown.
+
+The directory is a ``vlalign demo`` run (the base model against every method) or a single
+``vlalign train`` run (its evaluation, curves, rollouts and config); see :mod:`vlalign.report.collect`
+for both layouts.
 
     from vlalign.report import write_report
     write_report("runs/demo")          # -> runs/demo/report.html
+    write_report("runs/dpo")           # a `vlalign train --out runs/dpo` directory -> runs/dpo/report.html
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Reading a demo run directory into dataclasses.
+"""Reading a run directory into dataclasses: a demo run or a single training run.
 
-The layout (written by ``vlalign demo``)::
+A demo run (written by ``vlalign demo``)::
 
     RUN/demo.json                                   settings, timings, machine (optional)
     RUN/world/                                      the synthetic world (test images for examples)
@@ -11,8 +11,20 @@ The layout (written by ``vlalign demo``)::
     RUN/train/{method}-seed{S}/rollouts/round-NNNN/rollout.json   FiSAO's sampled answers
     RUN/inspect/scores.jsonl                        TPO token scores of preference records (optional)
 
-Everything but ``eval/base.json`` may be missing; what is missing becomes a note for the page.
-A file that is there but malformed is a :class:`~vlalign.errors.UserError` naming it.
+A training run (the ``--out`` of ``vlalign train``)::
+
+    OUT/config.json                                 the TrainConfig (required; names the method)
+    OUT/metrics.jsonl                               one object per logged step, "eval/..." keys held out (required)
+    OUT/model/                                      the trained model
+    OUT/model/eval/all_{split}.json                 `vlalign eval all --model OUT/model`'s evaluation, or
+    OUT/model/eval/chair_{split}.json, pope_{split}.json   `vlalign eval chair` / `pope`'s, merged
+    OUT/rollouts/round-NNNN/rollout.json            FiSAO's sampled answers
+
+A config.json is the flat TrainConfig object or, as older runs wrote it, ``{"model": ..., "data":
+..., "config": {...the TrainConfig...}}``; both read the same. A training run has no base model
+evaluation: :attr:`Run.base` is None. A directory with neither layout is a
+:class:`~vlalign.errors.UserError` naming both. Everything else may be missing; what is missing
+becomes a note for the page. A file that is there but malformed is a UserError naming it.
 """
 
 from __future__ import annotations
@@ -23,15 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlalign.demo import (
-    DEMO_METHODS as DEFAULT_ORDER,  # the demo's order; other methods follow alphabetically
-)
 from vlalign.errors import UserError
 from vlalign.eval.pope import SPLITS as POPE_SPLITS
 from vlalign.inspect.rewards import ScoredAnswer, ScoredRecord, Word
 from vlalign.io import read_jsonl
+from vlalign.methods import METHODS
+
+DEFAULT_ORDER = list(METHODS)  # the method registry's order; other methods follow alphabetically
 
 _RUN_NAME = re.compile(r"^(?P<method>.+)-seed(?P<seed>\d+)$")
+_EVAL_NAME = re.compile(r"^(?P<what>all|chair|pope)_(?P<split>.+)$")  # `vlalign eval`'s default file names
 
 
 @dataclass
@@ -54,17 +67,18 @@ class Evaluation:
     seed: int | None  # None for the base model
     metrics: dict[str, float]  # chair_s, chair_i, recall, len, f1_random, ... (those in the file)
     captions: dict[int, Caption]
+    sources: list[Path] = field(default_factory=list)  # every file read, when it is more than ``path``
 
 
 @dataclass
 class Training:
-    """One ``train/{method}-seed{S}/``: its per-step metrics and its config."""
+    """One ``train/{method}-seed{S}/`` of a demo, or a whole training run: per-step metrics and config."""
 
     path: Path
     method: str
     seed: int
     steps: list[dict[str, Any]]  # metrics.jsonl rows, in file order
-    config: dict[str, Any] | None  # None when config.json is missing
+    config: dict[str, Any] | None  # the TrainConfig (unnested); None when config.json is missing
 
 
 @dataclass
@@ -89,14 +103,15 @@ class Run:
     """Everything the report shows, with a note for every piece that is missing."""
 
     root: Path
-    base: Evaluation
+    base: Evaluation | None  # None for a training run: nothing to compare with
     methods: list[str]  # every method seen, in display order
     evals: dict[str, list[Evaluation]]  # method -> its evaluations by seed
     trainings: dict[str, list[Training]]  # method -> its training runs by seed
     rollouts: dict[str, list[Rollout]]  # method -> first and last round of its lowest seed
     scores: list[ScoredRecord] | None  # None without inspect/scores.jsonl
-    demo: dict[str, Any] | None  # None without demo.json
+    demo: dict[str, Any] | None  # None without demo.json (always for a training run)
     notes: list[str] = field(default_factory=list)
+    kind: str = "demo"  # "demo": a `vlalign demo` directory; "train": one `vlalign train` run
 
 
 def read_json(path: Path) -> Any:
@@ -167,11 +182,20 @@ def load_evaluation(path: Path, method: str, seed: int | None) -> Evaluation:
     return Evaluation(path, method, seed, metrics, captions)
 
 
+def load_train_config(path: Path) -> dict[str, Any]:
+    """A run's config.json as the TrainConfig dict: the flat object, or the inner "config" of the
+    older ``{"model": ..., "data": ..., "config": {...}}``."""
+    data = _object(path)
+    if "method" not in data and isinstance(data.get("config"), dict):
+        return data["config"]
+    return data
+
+
 def load_training(path: Path, method: str, seed: int) -> Training:
-    """A ``train/{method}-seed{S}`` directory: metrics.jsonl rows (empty if missing) and config.json."""
+    """A training directory: metrics.jsonl rows (empty if missing) and config.json (None if missing)."""
     metrics = path / "metrics.jsonl"
     steps = [row for _, row in read_jsonl(metrics)] if metrics.is_file() else []
-    config = _object(path / "config.json") if (path / "config.json").is_file() else None
+    config = load_train_config(path / "config.json") if (path / "config.json").is_file() else None
     return Training(path, method, seed, steps, config)
 
 
@@ -214,7 +238,8 @@ def load_scores(path: Path) -> list[ScoredRecord]:
 
 
 def order_methods(methods: set[str], preferred: list[str] | None = None) -> list[str]:
-    """``methods`` in ``preferred`` order (demo.json's), then dpo, povid, tpo, fisao, then alphabetically."""
+    """``methods`` in ``preferred`` order (demo.json's), then the registry's (dpo, povid, tpo, fisao,
+    fisao-dpo), then alphabetically."""
     order = [m for m in (preferred or []) if m in methods]
     order += [m for m in DEFAULT_ORDER if m in methods and m not in order]
     return order + sorted(methods - set(order))
@@ -235,13 +260,76 @@ def _seeds(values: list[int]) -> str:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """The run in ``run_dir``; a UserError if it is not a directory or has no eval/base.json."""
+    """The run in ``run_dir``: a demo run if it has eval/base.json, else a training run if it has
+    config.json and metrics.jsonl; a UserError naming both layouts if it is neither."""
     root = Path(run_dir)
     if not root.is_dir():
-        raise UserError(f"{root}: not a directory (expected a run directory made by `vlalign demo`)")
+        raise UserError(f"{root}: not a directory (expected a run directory made by `vlalign demo` or "
+                        "`vlalign train`)")
+    if (root / "eval" / "base.json").is_file():
+        return _load_demo(root)
+    if (root / "config.json").is_file() and (root / "metrics.jsonl").is_file():
+        return _load_train_run(root)
+    raise UserError(f"{root}: not a run directory: no eval/base.json (a finished `vlalign demo` run) and no "
+                    "config.json with metrics.jsonl (a `vlalign train` run)")
+
+
+def _load_model_eval(root: Path, method: str, seed: int, notes: list[str]) -> Evaluation | None:
+    """The evaluation in ``root/model/eval/`` of split "test" (else the first): all_{split}.json, else
+    chair_{split}.json and pope_{split}.json merged; None when there is none."""
+    eval_dir = root / "model" / "eval"
+    found: dict[str, dict[str, Path]] = {}  # split -> what -> file
+    for path in sorted(eval_dir.glob("*.json")) if eval_dir.is_dir() else []:
+        match = _EVAL_NAME.match(path.stem)
+        if match:
+            found.setdefault(match["split"], {})[match["what"]] = path
+        else:
+            notes.append(f"ignored model/eval/{path.name}: not named {{all,chair,pope}}_{{split}}.json")
+    if not found:
+        return None
+    split = "test" if "test" in found else sorted(found)[0]
+    if len(found) > 1:
+        notes.append(f"shown: the evaluation on split {split}; also evaluated: "
+                     + ", ".join(s for s in sorted(found) if s != split))
+    files = found[split]
+    if "all" in files:
+        return load_evaluation(files["all"], method, seed)
+    parts = [load_evaluation(files[what], method, seed) for what in ("chair", "pope") if what in files]
+    for what in ("chair", "pope"):
+        if what not in files:
+            notes.append(f"no model/eval/{what}_{split}.json: no {what.upper()} numbers "
+                         f"(`vlalign eval {what} --model {root / 'model'} --data DATA_DIR --split {split}`)")
+    merged = {key: value for part in parts for key, value in part.metrics.items()}
+    return Evaluation(parts[0].path, method, seed, merged, parts[0].captions if "chair" in files else {},
+                      [part.path for part in parts])
+
+
+def _load_train_run(root: Path) -> Run:
+    """A `vlalign train` output directory: one method, one seed, no base model."""
+    config = load_train_config(root / "config.json")
+    method = config.get("method")
+    if not isinstance(method, str) or not method:
+        raise UserError(f"{root / 'config.json'}: no \"method\" (expected the TrainConfig `vlalign train` writes)")
+    seed = config.get("seed")
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    notes: list[str] = []
+    training = load_training(root, method, seed)
+    if not training.steps:
+        notes.append("metrics.jsonl holds no steps yet: no training curves")
+    evaluation = _load_model_eval(root, method, seed, notes)
+    if evaluation is None:
+        model = "" if (root / "model").is_dir() else " once training has written model/"
+        notes.append(f"no evaluation yet (model/eval/all_*.json): `vlalign eval all --model {root / 'model'} "
+                     f"--data DATA_DIR` (a world or COCO-style directory) makes one{model}")
+    rounds = sorted((root / "rollouts").glob("round-*/rollout.json"))
+    rollouts = {method: [load_rollout(p) for p in dict.fromkeys([rounds[0], rounds[-1]])]} if rounds else {}
+    return Run(root, None, [method], {method: [evaluation] if evaluation else []}, {method: [training]}, rollouts,
+               None, None, notes, kind="train")
+
+
+def _load_demo(root: Path) -> Run:
+    """A `vlalign demo` directory (eval/base.json is there)."""
     base_path = root / "eval" / "base.json"
-    if not base_path.is_file():
-        raise UserError(f"{root}: no eval/base.json (the base model's evaluation); not a finished demo run")
     notes: list[str] = []
     demo = _object(root / "demo.json") if (root / "demo.json").is_file() else None
     settings = demo.get("settings") if demo is not None and isinstance(demo.get("settings"), dict) else {}

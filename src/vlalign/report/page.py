@@ -1,5 +1,9 @@
 """The report as one self-contained HTML page: no script, no network, every image a data: URI.
 
+For a demo run: the comparison with the base model, figures, examples, token scores, settings.
+For a training run: its evaluation (no columns relative to a base, no examples), its curves, its
+FiSAO rollouts and its config.
+
 All text from data and models (captions, answers, prompts, ids, categories, settings, file
 names) goes through :func:`html.escape`, attributes included, so a caption holding markup shows
 as text.
@@ -22,7 +26,7 @@ from vlalign.inspect.page import (
 )
 from vlalign.report import plots
 from vlalign.report.collect import Caption, Evaluation, Mention, Rollout, Run
-from vlalign.report.summary import HEADERS, Row, row_cells
+from vlalign.report.summary import Row, headers, relative, row_cells
 from vlalign.text.vocabulary import ObjectFinder, object_finder
 
 TPO_RECORDS = 3  # preference records shown with token scores
@@ -54,9 +58,10 @@ def _kv_table(pairs: list[tuple[str, str]], head: tuple[str, str] = ("setting", 
 
 
 def _comparison(summary: list[Row]) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in HEADERS)
-    rows = "".join(f'<tr class="model">{"".join(f"<td>{_esc(c)}</td>" for c in row_cells(row))}</tr>'
-                   for row in summary)
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers(summary))
+    with_relative = relative(summary)
+    rows = "".join(f'<tr class="model">{"".join(f"<td>{_esc(c)}</td>" for c in row_cells(row, with_relative))}'
+                   "</tr>" for row in summary)
     return f'<table id="comparison"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
@@ -85,6 +90,9 @@ def _object_spans(caption: Caption, finder: ObjectFinder | None) -> list[tuple[i
 
 
 def _examples(run: Run, count: int) -> str:
+    if run.base is None:
+        return _note("a training run has no base model evaluation to compare descriptions with; the report "
+                     "of a `vlalign demo` run shows them side by side")
     models: list[tuple[str, Evaluation]] = [("base", run.base)]
     models += [(f"{m} (seed {run.evals[m][0].seed})", run.evals[m][0]) for m in run.methods if run.evals[m]]
     ids = sorted(i for i, c in run.base.captions.items()
@@ -122,6 +130,9 @@ def _examples(run: Run, count: int) -> str:
 
 
 def _tpo(run: Run) -> str:
+    if run.kind == "train":
+        return _note("a training run holds no token scores: `vlalign inspect rewards` computes them for "
+                     "preference records")
     if run.scores is None:
         return _note("no inspect/scores.jsonl: run `vlalign inspect rewards --out RUN/inspect` to see TPO's "
                      "token scores")
@@ -165,7 +176,8 @@ def _one_per_prompt(rollout: Rollout, count: int) -> list[tuple[str, str, list[M
 
 def _fisao(run: Run) -> str:
     if not run.rollouts:
-        return _note("no rollouts (train/*-seed*/rollouts/round-*/rollout.json): no FiSAO run to show")
+        where = "rollouts/round-*/rollout.json" if run.kind == "train" else "train/*-seed*/rollouts/round-*/rollout.json"
+        return _note(f"no rollouts ({where}): no FiSAO run to show")
     parts = [("<p>Each object mention is shaded by its token reward (green +1, red -1); hover it for the "
               "verifier's score.</p>")]
     for method, rollouts in run.rollouts.items():
@@ -199,6 +211,8 @@ def _train_config(run: Run, method: str) -> str:
 
 
 def _settings(run: Run) -> str:
+    if run.kind == "train":
+        return "<h3>Training config</h3>" + "".join(_train_config(run, m) for m in run.methods)
     parts = []
     if run.demo is None:
         parts.append(_note("no demo.json: the run's settings, timings and machine are not known"))
@@ -251,6 +265,25 @@ mark.correct { background: #b6e2c1; }
 """
 
 
+_EXAMPLES_KEY = """<p>Test images the base model hallucinated on: <mark class="halluc">hallucinated object</mark>,
+<mark class="correct">object in the image</mark>.</p>"""
+
+
+def _table_section(run: Run, summary: list[Row]) -> str:
+    """The comparison with the base (demo run) or the run's own numbers (training run)."""
+    if run.base is not None:
+        return ("<h2>Comparison</h2>\n<p>Mean ± sample standard deviation over seeds (no ± with one seed). CHAIR_s, "
+                "CHAIR_i, Recall, POPE F1 in %, Len in words. \"CHAIR_i vs base\": relative change of CHAIR_i "
+                "(lower is better); \"Recall vs base\": the share of the base's Recall kept.</p>\n"
+                + _comparison(summary))
+    if not summary:
+        return "<h2>Evaluation</h2>\n" + _note("no evaluation yet (see the notes above)")
+    where = ", ".join(str(path.relative_to(run.root)) for m in run.methods for e in run.evals[m]
+                      for path in e.sources or [e.path])
+    return ("<h2>Evaluation</h2>\n<p>CHAIR_s, CHAIR_i, Recall, POPE F1 in %, Len in words; no base model to "
+            f'compare with in a training run.</p>\n<p class="muted">from {_esc(where)}</p>\n' + _comparison(summary))
+
+
 def page_html(run: Run, summary: list[Row], examples: int = 6) -> str:
     """The whole page: notes, comparison table, figures, examples, token scores, every setting."""
     curves = []
@@ -264,6 +297,9 @@ def page_html(run: Run, summary: list[Row], examples: int = 6) -> str:
     preset = ""
     if isinstance(settings, dict) and isinstance(settings.get("preset"), str):
         preset = f" &middot; <b>{_esc(settings['preset'])} demo</b>: {_esc(settings.get('preset_note', ''))}"
+    if run.kind == "train":
+        seeds = ", ".join(str(t.seed) for m in run.methods for t in run.trainings[m])
+        preset = f" &middot; <b>training run</b>: {_esc(', '.join(run.methods))}, seed {_esc(seeds)}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
@@ -272,11 +308,7 @@ def page_html(run: Run, summary: list[Row], examples: int = 6) -> str:
 <h1>vlalign report</h1>
 <p class="muted">run directory: {_esc(run.root)}{preset}</p>
 {f'<ul class="notes">{notes}</ul>' if notes else ""}
-<h2>Comparison</h2>
-<p>Mean ± sample standard deviation over seeds (no ± with one seed). CHAIR_s, CHAIR_i, Recall, POPE F1 in %,
-Len in words. "CHAIR_i vs base": relative change of CHAIR_i (lower is better); "Recall vs base": the
-share of the base's Recall kept.</p>
-{_comparison(summary)}
+{_table_section(run, summary)}
 <h2>Hallucination against recall</h2>
 {_img(plots.tradeoff_png(run), "CHAIR_i against Recall", "no CHAIR numbers to plot")}
 <h2>POPE F1 per split</h2>
@@ -284,8 +316,7 @@ share of the base's Recall kept.</p>
 <h2>Training curves</h2>
 {"".join(curves) or _note("no training directories (train/*-seed*/)")}
 <h2>Examples</h2>
-<p>Test images the base model hallucinated on: <mark class="halluc">hallucinated object</mark>,
-<mark class="correct">object in the image</mark>.</p>
+{_EXAMPLES_KEY if run.base is not None else ""}
 {_examples(run, examples)}
 <h2>TPO token scores</h2>
 {_tpo(run)}

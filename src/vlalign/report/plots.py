@@ -10,7 +10,8 @@ from vlalign.report.summary import Row
 
 # (metrics.jsonl key, panel title); a panel is drawn when any step of the method has the key.
 CURVES = (("loss", "loss"), ("rewards/margin", "reward margin"), ("rewards/accuracy", "reward accuracy"),
-          ("fisao/mention_reward", "mention reward"), ("fisao/kl", "KL to reference"))
+          ("fisao/mention_reward", "mention reward"), ("fisao/kl", "KL to reference"),
+          ("eval/loss", "held-out loss"))
 
 
 def _pyplot() -> Any:
@@ -36,8 +37,9 @@ def _color(index: int) -> Any:
 
 
 def tradeoff_png(run: Run) -> bytes | None:
-    """CHAIR_i against Recall: the base and one point per seed of each method; None without the numbers."""
-    base = run.base.metrics
+    """CHAIR_i against Recall: the base (if any) and one point per seed of each method; None without
+    the numbers."""
+    base = run.base.metrics if run.base is not None else {}
     points = [(m, e) for m in run.methods for e in run.evals[m] if {"chair_i", "recall"} <= e.metrics.keys()]
     if not points and not {"chair_i", "recall"} <= base.keys():
         return None
@@ -99,8 +101,9 @@ def curves_png(trainings: list[Training]) -> bytes | None:
             # A row without the key is skipped, not drawn as zero: some steps log only some metrics.
             points = [(row.get("step", n + 1), row[key]) for n, row in enumerate(run.steps)
                       if isinstance(row.get(key), int | float)]
-            if points:
-                ax.plot(*zip(*points), linewidth=0.9, color=_color(index), label=f"seed {run.seed}")
+            if points:  # held-out evaluations are a few steps apart: marked, so that a single one shows
+                ax.plot(*zip(*points), linewidth=0.9, color=_color(index), label=f"seed {run.seed}",
+                        marker="o" if key.startswith("eval/") else None, markersize=3)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)

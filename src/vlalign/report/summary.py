@@ -1,4 +1,8 @@
-"""The comparison table: mean and spread over seeds of every headline metric, and the change from the base."""
+"""The comparison table: mean and spread over seeds of every headline metric, and the change from the base.
+
+A training run has no base model: its table is the method's row alone, without the two columns
+relative to the base (:func:`headers`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ METRICS = (("chair_s", "CHAIR_s"), ("chair_i", "CHAIR_i"), ("recall", "Recall"),
            ("f1_adversarial", "POPE F1 adversarial"))
 # CHAIR_i as a change from the base (lower is better); Recall as the share of the base's kept.
 HEADERS = ("model", "seeds", *(label for _, label in METRICS), "CHAIR_i vs base", "Recall vs base")
+RELATIVE = 2  # the last columns of HEADERS, shown only with a base row
 
 
 @dataclass
@@ -46,9 +51,10 @@ def _ratio(value: Stat | None, base: Stat | None) -> float | None:
 
 
 def summarize(run: Run) -> list[Row]:
-    """The base row, then one row per method that has at least one evaluation, in display order."""
-    base = Row("base", [], {k: stat([v]) for k, v in run.base.metrics.items()}, None, None)
-    rows = [base]
+    """The base row (none for a training run), then one row per method that has at least one
+    evaluation, in display order."""
+    base = Row("base", [], {k: stat([v]) for k, v in run.base.metrics.items()} if run.base else {}, None, None)
+    rows = [base] if run.base is not None else []
     for method in run.methods:
         evals = run.evals[method]
         if not evals:
@@ -68,16 +74,30 @@ def _value(s: Stat | None) -> str:
     return f"{s.mean:.1f}" if s.std is None else f"{s.mean:.1f} ± {s.std:.1f}"
 
 
-def row_cells(row: Row) -> list[str]:
-    """The row as the table's text cells, in HEADERS order ("—" where a number is missing)."""
+def relative(summary: list[Row]) -> bool:
+    """Whether the table has a base row, and so the columns relative to it."""
+    return any(row.model == "base" and not row.seeds for row in summary)
+
+
+def headers(summary: list[Row]) -> tuple[str, ...]:
+    """HEADERS, less the columns relative to the base when the table has no base row."""
+    return HEADERS if relative(summary) else HEADERS[:-RELATIVE]
+
+
+def row_cells(row: Row, with_relative: bool = True) -> list[str]:
+    """The row as the table's text cells, in HEADERS order ("—" where a number is missing); without
+    the relative columns when ``with_relative`` is false."""
     seeds = "—" if row.model == "base" else f"{len(row.seeds)} seed{'s' if len(row.seeds) != 1 else ''}"
     change = "—" if row.chair_i_change is None else f"{row.chair_i_change:+.1f}%"
     kept = "—" if row.recall_kept is None else f"{row.recall_kept:.1f}%"
-    return [row.model, seeds, *(_value(row.stats.get(key)) for key, _ in METRICS), change, kept]
+    cells = [row.model, seeds, *(_value(row.stats.get(key)) for key, _ in METRICS)]
+    return cells + [change, kept] if with_relative else cells
 
 
 def markdown_table(summary: list[Row]) -> str:
     """The table of :func:`summarize` as GitHub Markdown."""
-    lines = ["| " + " | ".join(HEADERS) + " |", "|---|---|" + "---:|" * (len(HEADERS) - 2)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row_cells(row)) + " |" for row in summary]
+    heads, with_relative = headers(summary), relative(summary)
+    lines = ["| " + " | ".join(heads) + " |", "|---|---|" + "---:|" * (len(heads) - 2)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row_cells(row, with_relative)) + " |"
+              for row in summary]
     return "\n".join(lines)

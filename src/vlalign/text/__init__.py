@@ -1,14 +1,23 @@
-"""Text that every layer reads: the object vocabulary and mention finder, CHAIR's normalizers, prompt templates."""
+"""Text that every layer reads: the object vocabulary and mention finder, CHAIR's normalizers and
+ground truth, prompt templates.
 
-from vlalign.text.normalize import Normalizer, get_normalizer, tokenize
+Imported eagerly: these modules need nothing beyond the standard library. The ground truth
+itself is :func:`vlalign.text.ground_truth.ground_truth`; it shares its module's name, so it is
+not re-exported here (see :mod:`vlalign.lazy`).
+"""
+
+from vlalign.text.ground_truth import caption_objects
+from vlalign.text.normalize import NORMALIZERS, Normalizer, get_normalizer, singularize, tokenize
 from vlalign.text.templates import article, existence_question, object_prompt, plural
 from vlalign.text.vocabulary import (
            Mention,
            MentionFinder,
            ObjectFinder,
            Vocabulary,
+           coco_synonyms_path,
            object_finder,
 )
 
-__all__ = ["Mention", "MentionFinder", "Normalizer", "ObjectFinder", "Vocabulary", "article", "existence_question",
-           "get_normalizer", "object_finder", "object_prompt", "plural", "tokenize"]
+__all__ = ["NORMALIZERS", "Mention", "MentionFinder", "Normalizer", "ObjectFinder", "Vocabulary", "article",
+           "caption_objects", "coco_synonyms_path", "existence_question", "get_normalizer", "object_finder",
+           "object_prompt", "plural", "singularize", "tokenize"]

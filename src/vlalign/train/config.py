@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from vlalign.methods import METHODS
@@ -28,7 +29,16 @@ class LoraSettings:
 
 @dataclass
 class TrainConfig:
-    """Every setting of ``vlalign train``. Defaults suit the synthetic world's base model on a CPU."""
+    """Every setting of ``vlalign train``, the run's inputs and output included, so a recipe (or the
+    ``config.json`` a run writes) describes the whole run. Defaults suit the synthetic world's base
+    model on a CPU."""
+
+    model: str = ""  # VLM directory (or a hub id already in the local cache) to start from
+    data: str = ""  # dpo, povid, tpo: preference records; fisao, fisao-dpo: prompts (a world/COCO dir or JSON Lines)
+    out: str = ""  # run directory: model/, checkpoints/, metrics.jsonl, tensorboard/, config.json
+    eval_data: str | None = None  # held-out preference records, scored every eval_every steps and at the end
+    image_root: str | None = None  # directory image paths are relative to (default: each file's)
+    trust_remote_code: bool = False  # allow a checkpoint's own Python code
 
     method: str = "dpo"  # a name of vlalign.methods.METHODS: dpo | povid | tpo | fisao | fisao-dpo
     beta: float = 0.1
@@ -60,6 +70,20 @@ class TrainConfig:
     save_every: int = 0  # optimizer steps between checkpoints; 0 = at the end only
     log_every: int = 1
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("model", "data", "out", "eval_data", "image_root"):  # a pathlib.Path is welcome from Python
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+
+    def check_inputs(self) -> None:
+        """The run's paths are given (not checked by :meth:`validate`: a recipe may leave them to flags)."""
+        missing = [f"{name} (--{name})" for name in ("model", "data", "out") if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} not set: give the flag or the config field")
+        if not METHODS[self.method].reads_pairs:
+            self.fisao.check_inputs(self.data)
 
     def validate(self) -> None:
         choices = {"method": tuple(METHODS), "reference": REFERENCES, "schedule": SCHEDULES,

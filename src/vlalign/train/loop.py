@@ -68,27 +68,28 @@ def evaluate_pairs(policy, reference, vlm, pairs: Pairs, config: TrainConfig, de
     return {f"eval/{k}": v / batches for k, v in sums.items()}
 
 
-def train(model_dir: str | Path, data: str | Path, out: str | Path, config: TrainConfig,
-          eval_data: str | Path | None = None, image_root: str | Path | None = None, resume: bool = False,
-          on_step: StepCallback | None = None, trust_remote_code: bool = False,
-          method_inputs: Any = None) -> dict[str, Any]:
-    """Align the VLM in ``model_dir`` with ``config.method``; write ``out/``. Returns a summary.
+def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | None = None) -> dict[str, Any]:
+    """Align ``config.model`` with ``config.method`` on ``config.data``; write ``config.out``. Returns a summary.
 
-    ``data`` is what the method trains on: preference records, or for FiSAO the prompts
-    (:func:`vlalign.methods.load_prompts`), with ``method_inputs`` what else it reads
-    (:class:`vlalign.methods.FisaoInputs`).
+    ``config.data`` is what the method trains on: preference records, or for FiSAO the prompts
+    (:func:`vlalign.methods.load_prompts`), with what else it reads in ``config.fisao``.
     """
     from accelerate import Accelerator
 
-    config.validate()
-    out = Path(out)
+    try:
+        config.validate()
+        config.check_inputs()
+    except ValueError as err:
+        raise UserError(f"train config: {err}") from None
+    model_dir, data, out = config.model, config.data, Path(config.out)
+    image_root = config.image_root
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"{out}: exists and is not empty (pass --resume to continue a run there)")
     method_class = METHODS[config.method]
-    held_out = load_pairs(eval_data, image_root) if eval_data else None
+    held_out = load_pairs(config.eval_data, image_root) if config.eval_data else None
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard", project_dir=str(out))
     torch.manual_seed(config.seed)
-    vlm = load_vlm(model_dir, dtype=weights_dtype(config), device="cpu", trust_remote_code=trust_remote_code,
+    vlm = load_vlm(model_dir, dtype=weights_dtype(config), device="cpu", trust_remote_code=config.trust_remote_code,
                    for_training=True)
     adapter = adapter_for(vlm.model)
     frozen = copy.deepcopy(vlm.model).eval().requires_grad_(False) if config.resolved_reference() == "copy" else None
@@ -101,7 +102,7 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
     out.mkdir(parents=True, exist_ok=True)
     setup = Setup(config, Path(data), Path(image_root) if image_root else None, out, vlm.processor, adapter, device,
                   LoadedVLM(model, vlm.processor, vlm.family), accelerator.autocast, resume,
-                  accelerator.process_index, accelerator.num_processes, method_inputs)
+                  accelerator.process_index, accelerator.num_processes)
     method: Method = method_class(setup)
     total = method.total_steps()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
@@ -122,8 +123,8 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, config: Trai
             _truncate_log(out / "metrics.jsonl", step)
     elif main:
         _truncate_log(out / "metrics.jsonl", 0)  # a run killed before its first checkpoint starts over
-        (out / "config.json").write_text(json.dumps({"model": str(model_dir), "data": str(data),
-                                                     "config": config_to_dict(config)}, indent=1) + "\n")
+        # the whole run, paths included: `vlalign train --config OUT/config.json` reruns it
+        (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=1) + "\n")
     accelerator.wait_for_everyone()
 
     def checkpoint() -> None:
