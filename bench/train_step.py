@@ -25,6 +25,19 @@ projector, with the adapter-free model as the reference, in both frameworks (TRL
 PEFT ``LoraConfig``). ``--precision bf16`` loads the frozen weights in bf16 under LoRA (vlalign's
 rule, applied to both) and runs the steps under bf16 autocast. On a GPU, memory is the peak of
 ``torch.cuda.max_memory_allocated`` rather than RSS, and steps are timed after a synchronize.
+
+    python bench/train_step.py --families [--batch-size 4] [--steps 20] [--warmup 3] [--threads 1]
+
+``--families``: for every family of :data:`vlalign.models.tiny_families.FAMILIES` (random tiny
+models) and the synthetic world's LLaVA (its default sizes, random weights), one DPO step on the
+same collated batch of ``--batch-size`` pairs (default 4), two ways, each in its own child process:
+vlalign (``pair_logps`` through the family's adapter, sequence sums, ``dpo_loss`` against a fixed
+reference, backward) and plain (``model(**inputs)`` on each of the 2B rows alone, log-softmax over
+the whole vocabulary at every position, the response tokens gathered, the same loss, backward).
+Rows are tokenized before the timed steps in both. Before timing, each child checks that the two
+ways give the same per-token log-probs (within 1e-5), so both time the same numbers. Models are in
+eval mode (dropout off), vision tower frozen, gradients zeroed after each step, no optimizer step.
+Tiny models measure per-call overhead more than FLOPs.
 """
 
 from __future__ import annotations
@@ -275,24 +288,207 @@ def spawn(args, which: str) -> dict:
            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--lr", str(args.lr), "--beta", str(args.beta), "--threads", str(args.threads), "--device", args.device,
            "--arch", args.arch, "--lora-r", str(args.lora_r), "--precision", args.precision]
+    return run_child(cmd, f"--only {which}", args.threads)
+
+
+def run_child(cmd: list[str], label: str, threads: int) -> dict | None:
+    """Run one measurement in its own process; its ``RESULT {json}`` line, or None (reported) if it failed."""
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
            "TQDM_DISABLE": "1"}
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:  # reported, and the other runs go on
-        print(f"--only {which} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}",
+        print(f"{label} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}",
               file=sys.stderr, flush=True)
         return None
     return json.loads(lines[-1][len("RESULT "):])
+
+
+# --------------------------------------------------------------------------------------------
+# --families: vlalign's step against a plain forward per row, on every tiny family
+# --------------------------------------------------------------------------------------------
+
+FAMILY_PROMPTS = ["Describe this image.", "What is in the picture?", "Is there a dog?", "What colour is the cup?"]
+FAMILY_CHOSEN = ["A red square on the left.", "Two cups and a bowl.", "No.", "The cup is blue."]
+FAMILY_REJECTED = ["A red square and a dog on the left.", "Two cups, a bowl and a dog on a table.",
+                   "Yes, there is a dog.", "The cup is green and gold."]
+FAMILY_IMAGE_SIZES = [(40, 28), (28, 28), (28, 52), (52, 40)]  # tiling families give them different tokens
+
+
+def family_pairs(n: int):
+    """``n`` pairs (images, prompts, chosen, rejected), cycling through the lists above."""
+    from PIL import Image
+
+    def cycle(items):
+        return [items[k % len(items)] for k in range(n)]
+
+    images = [Image.new("RGB", FAMILY_IMAGE_SIZES[k % 4], (60 * (k % 4), 200 - 50 * (k % 4), 90 + 30 * (k % 4)))
+              for k in range(n)]
+    return images, cycle(FAMILY_PROMPTS), cycle(FAMILY_CHOSEN), cycle(FAMILY_REJECTED)
+
+
+def save_world_llava(out: Path) -> Path:
+    """The synthetic world's tiny LLaVA (default :class:`TinySizes`), random weights, with its processor."""
+    from vlalign.models.tiny import TinySizes, build_clip, build_llava, llava_processor, train_tokenizer
+
+    torch.manual_seed(0)
+    sizes = TinySizes()
+    texts = FAMILY_PROMPTS + FAMILY_CHOSEN + FAMILY_REJECTED
+    tokenizer = train_tokenizer(texts * 5, vocab_size=300)
+    model = build_llava(build_clip(tokenizer, sizes), tokenizer, sizes)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    llava_processor(tokenizer, sizes).save_pretrained(out)
+    return out
+
+
+def family_rows(vlm, adapter, batch, images, prompts) -> list[dict]:
+    """What the plain way feeds ``model(**inputs)`` for each of the 2B rows: its own ids (prompt, then
+    response), its one image as the processor encodes it alone, and where its response tokens are."""
+    from vlalign.models.generation import chat_prompt
+
+    pairs, rows = batch.num_pairs, []
+    for k in range(2 * pairs):
+        length = int(batch.attention_mask[k].sum())
+        ids = batch.input_ids[k, :length]
+        enc = vlm.processor(images=adapter.images_arg([images[k % pairs]]),
+                            text=[chat_prompt(vlm.processor, prompts[k % pairs])], return_tensors="pt")
+        n_prompt = enc["input_ids"].shape[1]
+        token_types = {key: torch.cat([enc[key][0], torch.zeros(length - n_prompt, dtype=torch.long)])[None]
+                       for key in adapter.token_type_keys(enc)}  # the prompt's values, 0 on the response
+        inputs = {"input_ids": ids[None], "attention_mask": torch.ones_like(ids)[None], **adapter.image_inputs(enc),
+                  **token_types}
+        rows.append({"inputs": inputs, "positions": batch.response_mask[k, :length].nonzero()[:, 0], "ids": ids})
+    return rows
+
+
+def plain_row_logps(model, row: dict) -> torch.Tensor:
+    """One row's response-token log-probs from the model's own forward: the full vocabulary at every position."""
+    logits = model(**row["inputs"]).logits[0].float()
+    positions = row["positions"]
+    return logits.log_softmax(-1)[positions - 1, row["ids"][positions]]
+
+
+def family_child(args) -> None:
+    import warnings
+
+    import vlalign.models.tiny_families  # noqa: F401  (registers the image-only processors with AutoProcessor)
+    from vlalign.logps import collate_pairs, pair_logps
+    from vlalign.losses.dpo import dpo_loss, sequence_logps
+    from vlalign.models.adapters import adapter_for
+    from vlalign.models.load import load_vlm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    vlm = load_vlm(args.model, dtype="float32", device="cpu")
+    model = vlm.model.eval()  # dropout off
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an untested family's one warning
+        adapter = adapter_for(model)
+    adapter.parts(model).vision.requires_grad_(False)
+    images, prompts, chosen, rejected = family_pairs(args.batch_size)
+    started = time.perf_counter()
+    batch = collate_pairs(vlm.processor, images, prompts, chosen, rejected, adapter=adapter)
+    collate_s = time.perf_counter() - started
+    rows = family_rows(vlm, adapter, batch, images, prompts)
+    pairs = batch.num_pairs
+
+    def vlalign_sums() -> tuple[torch.Tensor, torch.Tensor]:
+        out = pair_logps(model, batch, adapter=adapter)
+        return sequence_logps(out.chosen, out.chosen_mask), sequence_logps(out.rejected, out.rejected_mask)
+
+    def plain_sums() -> tuple[torch.Tensor, torch.Tensor]:
+        sums = torch.stack([plain_row_logps(model, row).sum() for row in rows])
+        return sums[:pairs], sums[pairs:]
+
+    # The same numbers both ways, before anything is timed.
+    with torch.no_grad():
+        got = pair_logps(model, batch, adapter=adapter)
+        worst = 0.0
+        for k, row in enumerate(rows):
+            side, mask = (got.chosen, got.chosen_mask) if k < pairs else (got.rejected, got.rejected_mask)
+            ours, plain = side[k % pairs][mask[k % pairs]], plain_row_logps(model, row)
+            assert ours.shape == plain.shape, (args.family, k, ours.shape, plain.shape)
+            worst = max(worst, float((ours - plain).abs().max()))
+        assert worst <= 1e-5, f"{args.family}: vlalign's log-probs differ from a plain forward's by {worst:.2e}"
+        sums = vlalign_sums if args.framework == "vlalign" else plain_sums
+        ref_chosen, ref_rejected = (t.detach() for t in sums())  # a fixed reference: the step-0 policy
+
+    def step() -> float:
+        policy_chosen, policy_rejected = sums()
+        loss = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=args.beta).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        return loss.item()
+
+    result = timed_steps(step, args.warmup, args.steps, "cpu")
+    print("RESULT " + json.dumps({**result, "adapter": type(adapter).__name__, "max_abs_diff": worst,
+                                  "collate_s": collate_s, "shape": list(batch.input_ids.shape),
+                                  "response_tokens": int(batch.response_mask.sum()),
+                                  "threads": torch.get_num_threads()}))
+
+
+def spawn_family(args, family: str, path: Path, framework: str) -> dict | None:
+    cmd = [sys.executable, __file__, "--family", family, "--framework", framework, "--model", str(path),
+           "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--beta", str(args.beta), "--threads", str(args.threads)]
+    return run_child(cmd, f"{family} {framework}", args.threads)
+
+
+def families_main(args) -> None:
+    import transformers
+
+    from vlalign.models.tiny_families import FAMILIES, SKIPPED, save_tiny
+
+    if args.device != "cpu":
+        sys.exit("--families runs on the CPU only")
+    transformers.utils.logging.disable_progress_bar()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in ("llava", *FAMILIES):
+            print(f"running {family} ...", file=sys.stderr, flush=True)
+            path = Path(tmp, family)
+            if family == "llava":
+                save_world_llava(path)
+            else:
+                save_tiny(family, path)
+            results[family] = {which: spawn_family(args, family, path, which) for which in ("vlalign", "plain")}
+    print("\n| family | adapter | vlalign step ms | plain per-row ms | plain / vlalign |")
+    print("|---|---|---:|---:|---:|")
+    for family, res in results.items():
+        ours, plain = res["vlalign"], res["plain"]
+        if ours is None or plain is None:
+            print(f"| {family} | failed (above) | | | |")
+            continue
+        print(f"| {family} | {ours['adapter']} | {1000 * ours['median_s']:.1f} | {1000 * plain['median_s']:.1f} | "
+              f"{plain['median_s'] / ours['median_s']:.2f}x |")
+    print("\nvlalign step ms: one step through pair_logps; plain per-row ms: one step of 2B single-row forwards "
+          "(the whole step, not one row), the same loss and backward; medians")
+    print("\nsanity checks (policy == reference at step 1, so the DPO loss should be log 2 = 0.6931):")
+    for family, res in results.items():
+        ours, plain = res["vlalign"], res["plain"]
+        if ours is None or plain is None:
+            continue
+        print(f"- {family}: batch {ours['shape'][0]}x{ours['shape'][1]} ids, {ours['response_tokens']} response "
+              f"tokens, max |vlalign - plain| log-prob {ours['max_abs_diff']:.1e}, first loss "
+              f"{ours['first_loss']:.4f} / {plain['first_loss']:.4f}")
+    for family, why in SKIPPED.items():
+        print(f"- {family}: skipped ({why})")
+    threads = next((r["vlalign"]["threads"] for r in results.values() if r["vlalign"]), args.threads)
+    print(f"\nsettings: {args.batch_size} pairs/step, {args.warmup} warmup + {args.steps} timed steps, fp32 on cpu, "
+          f"{threads} torch threads, beta {args.beta}, eval mode, vision tower frozen, forward + backward (no "
+          f"optimizer step); llava is the world's tiny LLaVA (default TinySizes), the rest "
+          f"vlalign.models.tiny_families; torch {torch.__version__}, transformers {transformers.__version__}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/base/llava")
     parser.add_argument("--data", default="runs/prefs/objects.jsonl", help="vlalign preference records (JSONL)")
-    parser.add_argument("--batch-size", type=int, default=8, help="pairs per step (K)")
+    parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (K; default 8, --families 4)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (at least 1)")
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -303,9 +499,19 @@ def main() -> None:
                         help="world: the --model checkpoint; llava-1.5-7b: that architecture, random weights")
     parser.add_argument("--lora-r", type=int, default=0, help="LoRA rank (alpha 2r); 0: full fine-tuning")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--families", action="store_true",
+                        help="every tiny VLM family: vlalign's step against a plain forward per row")
     parser.add_argument("--only", choices=list(RUNS), help=argparse.SUPPRESS)
+    parser.add_argument("--family", help=argparse.SUPPRESS)  # --families' child: this family, at --model
+    parser.add_argument("--framework", choices=["vlalign", "plain"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.warmup = max(1, args.warmup)
+    if args.batch_size is None:
+        args.batch_size = 4 if args.families or args.family else 8
+    if args.family:
+        return family_child(args)
+    if args.families:
+        return families_main(args)
     if not Path(args.model, "tokenizer_config.json").is_file():
         sys.exit(f"{args.model}: no model there (train one with bench/pretrain.py or pass --model)")
     if not Path(args.data).is_file():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -322,12 +323,15 @@ def corrupt_image(image: Image.Image, method: str, *, step: int = 500, mode: str
 
 
 def corrupt_pixels(processor, images: list[Image.Image], step: int, mode: str,
-                   generator: torch.Generator | list[torch.Generator]) -> torch.Tensor:
+                   generator: torch.Generator | list[torch.Generator],
+                   images_arg: Callable[[list[Image.Image]], list] = list) -> torch.Tensor:
     """POVID's and TPO's corrupted images: diffusion noise in [0, 1] pixel space, then the processor as usual.
 
-    ``generator`` is one generator for all the images in turn, or one per image. Returns the
-    processor's ``pixel_values`` of the corrupted images (the shape of the clean ones').
+    ``generator`` is one generator for all the images in turn, or one per image. ``images_arg``
+    puts the images (one per prompt) in the form the family's image processor takes for a batch
+    (:meth:`vlalign.models.adapters.Adapter.images_arg`: Idefics3 wants one list per prompt).
+    Returns the processor's ``pixel_values`` of the corrupted images (the shape of the clean ones').
     """
     generators = generator if isinstance(generator, list) else [generator] * len(images)
     noisy = [to_pil(diffusion_noise(to_tensor(im), step, mode=mode, generator=g)) for im, g in zip(images, generators)]
-    return processor.image_processor(noisy, return_tensors="pt")["pixel_values"]
+    return processor.image_processor(images_arg(noisy), return_tensors="pt")["pixel_values"]

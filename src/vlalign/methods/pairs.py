@@ -73,7 +73,8 @@ class PairMethod(Method):
         so it does not depend on how the step's records are cut into micro-batches or processes.
         """
         generators = [generator(self.config.seed, "noise", row, step) for row in rows]
-        noisy = corrupt_pixels(self.setup.processor, images, settings.noise_step, settings.noise_mode, generators)
+        noisy = corrupt_pixels(self.setup.processor, images, settings.noise_step, settings.noise_mode, generators,
+                               self.setup.adapter.images_arg)
         return noisy.to(like)
 
 

@@ -8,11 +8,15 @@ must branch on the architecture. Remote code is never trusted unless the caller 
 
 Mistakes a user can make (a wrong path, a directory that is not a VLM checkpoint) raise
 :class:`~vlalign.errors.UserError` with one line naming the path; anything else propagates.
+So does a torchvision that is installed but does not import (a build for another torch):
+transformers then fails to import any image processor, whatever the family.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import inspect
 import os
 import re
@@ -21,14 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoModelForImageTextToText
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
-from transformers.processing_utils import ProcessorMixin
+
+try:
+    from transformers import AutoProcessor
+except Exception:  # a torchvision that does not import breaks transformers' image utilities: see _load_processor
+    AutoProcessor = None
 
 from vlalign.errors import UserError
 from vlalign.models.adapters import check_family
 
-__all__ = ["LoadedVLM", "load_vlm", "image_token_id"]
+__all__ = ["LoadedVLM", "load_vlm", "image_token_id", "torchvision_import_error"]
 
 _DTYPES: dict[str, torch.dtype | str] = {
     "auto": "auto",
@@ -115,7 +123,17 @@ def load_vlm(
         raise UserError(f"model path {name!r} does not exist (nor is it a hub id owner/name)")
     torch_dtype = _resolve_dtype(dtype)
 
-    config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError) as err:
+        if "recogni" not in str(err).lower():  # "does not recognize this architecture", "Unrecognized model"
+            raise
+        import transformers
+
+        declared = _declared_model_type(path) if local else None
+        family = f"model family {declared!r}" if declared else "its model family"
+        raise UserError(f"{name}: {family} is not one transformers {transformers.__version__} knows: upgrade "
+                        "transformers, or pass --trust-remote-code if the checkpoint ships its own code") from None
     remote_vlm = trust_remote_code and "AutoModelForImageTextToText" in (
         getattr(config, "auto_map", None) or {}
     )
@@ -133,7 +151,9 @@ def load_vlm(
     if local:
         check_checkpoint_files(path)
     # The processor first: it is cheap, and a missing one should fail before the weights load.
-    processor = AutoProcessor.from_pretrained(name, trust_remote_code=trust_remote_code)
+    processor = _load_processor(name, trust_remote_code)
+    from transformers.processing_utils import ProcessorMixin
+
     if not isinstance(processor, ProcessorMixin):
         raise UserError(
             f"{name!r} has only a {type(processor).__name__}, not a multimodal processor "
@@ -153,6 +173,52 @@ def load_vlm(
     model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
     model.eval()
     return LoadedVLM(model=model, processor=processor, family=config.model_type)
+
+
+def _declared_model_type(path: Path) -> str | None:
+    import json
+
+    try:
+        value = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+@functools.cache
+def torchvision_import_error() -> Exception | None:
+    """Why torchvision, which is installed, does not import; ``None`` when it imports or is not installed.
+
+    transformers imports torchvision whenever it is installed (``find_spec`` finds it), and every
+    image processor then fails with it: a torchvision built for another torch is the usual cause.
+    """
+    if importlib.util.find_spec("torchvision") is None:
+        return None
+    try:
+        importlib.import_module("torchvision")
+    except Exception as err:  # OSError (a missing library), RuntimeError (an operator torch lacks), ImportError
+        return err
+    return None
+
+
+def _load_processor(name: str, trust_remote_code: bool) -> Any:
+    """``AutoProcessor.from_pretrained(name)``; a broken torchvision becomes one line saying so."""
+    try:
+        auto = AutoProcessor
+        if auto is None:  # its import failed when this module loaded: try again, for the error
+            from transformers import AutoProcessor as auto
+        return auto.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as err:
+        broken = torchvision_import_error()
+        if broken is None:
+            raise
+        why = (str(broken).strip().splitlines() or [type(broken).__name__])[0]
+        raise UserError(
+            f"torchvision is installed but does not import: {type(broken).__name__}: {why}; "
+            f"uninstall it (pip uninstall torchvision) or install the torchvision release built for "
+            f"torch {torch.__version__} (torch and torchvision are released in pairs, e.g. "
+            "torch==2.14.1 with torchvision==0.29.1)"
+        ) from err
 
 
 def image_token_id(processor: Any) -> int:

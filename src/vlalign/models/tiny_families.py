@@ -16,6 +16,11 @@ without one, as image-only subclasses of the family's processor: transformers' v
 need torchvision. Those subclasses are registered with ``AutoProcessor`` when this module is
 imported, so a directory written by :func:`save_tiny` loads through ``AutoProcessor`` (and
 :func:`vlalign.models.load.load_vlm`) in any process that has imported this module.
+
+Image processors are the backend ``AutoProcessor`` loads them with: torchvision's where
+torchvision imports, PIL's where it is not installed. Two families need a package besides
+transformers' own: SmolVLM (``num2words``) and Mistral 3 (``PixtralProcessor`` needs
+torchvision); without it they are listed in :data:`SKIPPED` instead of :data:`FAMILIES`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from vlalign.models.tiny_parts import (
     ImageOnlyLlavaOnevisionProcessor,
     ImageOnlySmolVLMProcessor,
     generation_defaults,
+    has_torchvision,
+    image_processor,
     tokenizer,
 )
 
@@ -75,7 +82,6 @@ def _llava_next(seed: int) -> tuple[Any, Any]:
     allow one or two 28 px tiles besides the base view, their rows ended by an image-newline token.
     """
     from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
-    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     side, patch = 28, 14
     tok = tokenizer(["<image>"], pad="<pad>", bos="<s>", eos="</s>", unk="<unk>", named={"image_token": "<image>"})
@@ -89,11 +95,12 @@ def _llava_next(seed: int) -> tuple[Any, Any]:
     torch.manual_seed(seed)
     model = LlavaNextForConditionalGeneration(config)
     generation_defaults(model, tok, "</s>")
-    image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": side}, crop_size={"height": side, "width": side}, image_grid_pinpoints=pinpoints,
+    images = image_processor(
+        "LlavaNextImageProcessor", size={"shortest_edge": side}, crop_size={"height": side, "width": side},
+        image_grid_pinpoints=pinpoints,
     )
     processor = LlavaNextProcessor(
-        image_processor=image_processor, tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
+        image_processor=images, tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
         num_additional_image_tokens=1, chat_template=_MISTRAL_INST_TEMPLATE,
     )
     return model, processor
@@ -118,9 +125,6 @@ def _llava_onevision(seed: int) -> tuple[Any, Any]:
     The grid pinpoints allow one or two 28 px tiles besides the base view.
     """
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
-    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
-        LlavaOnevisionImageProcessorPil,
-    )
 
     side, patch = 28, 14
     tok = tokenizer(["<|im_start|>", "<|im_end|>", "<image>", "<video>"], pad="<|endoftext|>", eos="<|im_end|>",
@@ -140,10 +144,10 @@ def _llava_onevision(seed: int) -> tuple[Any, Any]:
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(config)
     generation_defaults(model, tok, "<|im_end|>")
-    image_processor = LlavaOnevisionImageProcessorPil(size={"height": side, "width": side},
-                                                     image_grid_pinpoints=pinpoints)
+    images = image_processor("LlavaOnevisionImageProcessor", size={"height": side, "width": side},
+                             image_grid_pinpoints=pinpoints)
     processor = ImageOnlyLlavaOnevisionProcessor(
-        image_processor=image_processor, tokenizer=tok, num_image_tokens=(side // patch) ** 2,
+        image_processor=images, tokenizer=tok, num_image_tokens=(side // patch) ** 2,
         vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9", chat_template=_ONEVISION_TEMPLATE,
     )
     return model, processor
@@ -175,7 +179,6 @@ def _aya_vision(seed: int) -> tuple[Any, Any]:
     (plus the global thumbnail when it is cut), as ``crop_to_patches`` does for the real model.
     """
     from transformers import AyaVisionConfig, AyaVisionForConditionalGeneration, AyaVisionProcessor
-    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
     side, patch, downsample = 28, 7, 2
     tok = tokenizer(_AYA_SPECIALS, pad="<PAD>", bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>", unk="<UNK>")
@@ -194,9 +197,9 @@ def _aya_vision(seed: int) -> tuple[Any, Any]:
     torch.manual_seed(seed)
     model = AyaVisionForConditionalGeneration(config)
     generation_defaults(model, tok, "<|END_OF_TURN_TOKEN|>")
-    image_processor = GotOcr2ImageProcessorPil(size={"height": side, "width": side}, crop_to_patches=True,
-                                               min_patches=1, max_patches=2)
-    processor = AyaVisionProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch,
+    images = image_processor("GotOcr2ImageProcessor", size={"height": side, "width": side}, crop_to_patches=True,
+                             min_patches=1, max_patches=2)
+    processor = AyaVisionProcessor(image_processor=images, tokenizer=tok, patch_size=patch,
                                    img_size=side, downsample_factor=downsample, chat_template=_AYA_TEMPLATE)
     return model, processor
 
@@ -259,20 +262,18 @@ def _idefics3(seed: int) -> tuple[Any, Any]:
     Images are split into up to 2x2 tiles, each announced by ``<row_i_col_j>``, plus a global view.
     """
     from transformers import Idefics3Processor
-    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
     model, tok, parts = _idefics_parts(seed, "idefics3")
-    processor = Idefics3Processor(image_processor=Idefics3ImageProcessorPil(**parts["images"]), tokenizer=tok,
+    processor = Idefics3Processor(image_processor=image_processor("Idefics3ImageProcessor", **parts["images"]),
+                                  tokenizer=tok,
                                   image_seq_len=parts["image_seq_len"], chat_template=parts["template"])
     return model, processor
 
 
 def _smolvlm(seed: int) -> tuple[Any, Any]:
     """SmolVLM: Idefics3's architecture and tiling with SmolVLM's prompt (needs ``num2words``)."""
-    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
-
     model, tok, parts = _idefics_parts(seed, "smolvlm")
-    processor = ImageOnlySmolVLMProcessor(image_processor=SmolVLMImageProcessorPil(**parts["images"]),
+    processor = ImageOnlySmolVLMProcessor(image_processor=image_processor("SmolVLMImageProcessor", **parts["images"]),
                                           tokenizer=tok, image_seq_len=parts["image_seq_len"],
                                           chat_template=parts["template"])
     return model, processor
@@ -299,7 +300,6 @@ def _gemma3(seed: int) -> tuple[Any, Any]:
     attend to each other bidirectionally (the processor's ``token_type_ids`` mark them).
     """
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
-    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
     side, patch, tokens = 28, 7, 4
     named = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
@@ -320,8 +320,8 @@ def _gemma3(seed: int) -> tuple[Any, Any]:
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config)
     generation_defaults(model, tok, "<end_of_turn>")
-    image_processor = Gemma3ImageProcessorPil(size={"height": side, "width": side})
-    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, image_seq_length=tokens,
+    images = image_processor("Gemma3ImageProcessor", size={"height": side, "width": side})
+    processor = Gemma3Processor(image_processor=images, tokenizer=tok, image_seq_length=tokens,
                                 chat_template=_GEMMA3_TEMPLATE)
     return model, processor
 
@@ -345,7 +345,6 @@ def _internvl(seed: int) -> tuple[Any, Any]:
     An image is cut into at most two tiles plus a thumbnail, its tokens wrapped in ``<img>``...``</img>``.
     """
     from transformers import InternVLConfig, InternVLForConditionalGeneration
-    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
     side, patch = 28, 7
     named = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
@@ -366,10 +365,58 @@ def _internvl(seed: int) -> tuple[Any, Any]:
     torch.manual_seed(seed)
     model = InternVLForConditionalGeneration(config)
     generation_defaults(model, tok, "<|im_end|>")
-    image_processor = GotOcr2ImageProcessorPil(size={"height": side, "width": side}, crop_to_patches=True,
-                                               min_patches=1, max_patches=2)
-    processor = ImageOnlyInternVLProcessor(image_processor=image_processor, tokenizer=tok, image_seq_length=seq,
+    images = image_processor("GotOcr2ImageProcessor", size={"height": side, "width": side}, crop_to_patches=True,
+                             min_patches=1, max_patches=2)
+    processor = ImageOnlyInternVLProcessor(image_processor=images, tokenizer=tok, image_seq_length=seq,
                                            chat_template=_INTERNVL_TEMPLATE)
+    return model, processor
+
+
+# --------------------------------------------------------------------------------------------
+# Mistral 3 (Pixtral)
+# --------------------------------------------------------------------------------------------
+
+_MISTRAL3_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}[SYSTEM_PROMPT]{% elif m['role'] == 'user' %}[INST]{% endif %}"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}[IMG]{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% if m['role'] == 'system' %}[/SYSTEM_PROMPT]{% elif m['role'] == 'user' %}[/INST]{% else %}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+
+
+def _mistral3(seed: int) -> tuple[Any, Any]:
+    """Mistral 3 (Mistral Small 3.1's format): a one-layer Pixtral ViT with 2-D RoPE on images of at
+    most 28 px (7 px patches), a 2x2 patch merger, Mistral; needs torchvision (``PixtralProcessor``).
+
+    An image keeps its aspect ratio: each 14 px unit is one ``[IMG]`` token, each row of them
+    ends with ``[IMG_BREAK]`` and the last with ``[IMG_END]`` (1 to 4 image tokens).
+    """
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralProcessor
+
+    side, patch, merge = 28, 7, 2
+    tok = tokenizer(["[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"],
+                     pad="<pad>", bos="<s>", eos="</s>", unk="<unk>", named={"image_token": "[IMG]"})
+    config = Mistral3Config(
+        vision_config=dict(model_type="pixtral", image_size=side, patch_size=patch, hidden_size=32,
+                           intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+        text_config=dict(model_type="mistral", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                         max_position_embeddings=1024, sliding_window=None, pad_token_id=tok.pad_token_id,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False),
+        image_token_index=tok.convert_tokens_to_ids("[IMG]"), spatial_merge_size=merge, vision_feature_layer=-1,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Mistral3ForConditionalGeneration(config)
+    generation_defaults(model, tok, "</s>")
+    images = image_processor("PixtralImageProcessor", size={"longest_edge": side},
+                             patch_size={"height": patch, "width": patch})
+    processor = PixtralProcessor(image_processor=images, tokenizer=tok, patch_size=patch, spatial_merge_size=merge,
+                                 chat_template=_MISTRAL3_TEMPLATE)
     return model, processor
 
 
@@ -388,14 +435,15 @@ _BUILDERS: dict[str, Callable[[int], tuple[Any, Any]]] = {
     "gemma3": _gemma3,
     "internvl": _internvl,
     "qwen3_vl": tiny_qwen.qwen3_vl,
+    "mistral3": _mistral3,
 }
 
-SKIPPED: dict[str, str] = {
-    "mistral3": "PixtralProcessor requires the Torchvision library (no torchvision-free variant exists)",
-}
-"""Families left out here, with the reason."""
+SKIPPED: dict[str, str] = {}
+"""Families left out here (their processor needs a package this environment lacks), with the reason."""
 if importlib.util.find_spec("num2words") is None:
     SKIPPED["smolvlm"] = "SmolVLMProcessor requires the num2words package"
+if not has_torchvision():
+    SKIPPED["mistral3"] = "PixtralProcessor requires torchvision (no torchvision-free variant exists)"
 
 FAMILIES: tuple[str, ...] = tuple(family for family in _BUILDERS if family not in SKIPPED)
 """The model types :func:`build_tiny` can build (the config's ``model_type``)."""

@@ -1,5 +1,6 @@
 """Pieces every tiny model builder shares: a small trained tokenizer, token ids, generation defaults,
-and image-only processors for families that also ship a video processor (which needs torchvision).
+image processors in the backend ``AutoProcessor`` picks, and image-only processors for families
+that also ship a video processor (which needs torchvision).
 
 The image-only processors are registered with ``AutoProcessor`` when this module is imported, so
 a saved tiny model loads through ``AutoProcessor`` in any process that imported it.
@@ -7,9 +8,11 @@ a saved tiny model loads through ``AutoProcessor`` in any process that imported 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
+import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoProcessor,
@@ -22,6 +25,8 @@ from transformers import (
     SmolVLMProcessor,
 )
 from transformers.processing_utils import ProcessorMixin
+
+from vlalign.models.load import torchvision_import_error
 
 # Text the tokenizers are trained on: chat-template words and the kind of prompts and answers
 # the tests and the synthetic world use. Anything else still encodes, byte by byte.
@@ -88,6 +93,24 @@ def generation_defaults(model: Any, tok: PreTrainedTokenizerFast, eos: str | Seq
     gen.pad_token_id = tok.pad_token_id
     gen.bos_token_id = tok.bos_token_id
     gen.eos_token_id = eos_ids[0] if len(eos_ids) == 1 else eos_ids
+
+
+def has_torchvision() -> bool:
+    """Whether torchvision is installed and imports."""
+    return importlib.util.find_spec("torchvision") is not None and torchvision_import_error() is None
+
+
+def image_processor(name: str, **kwargs: Any) -> Any:
+    """The image processor ``name`` (``"Qwen2VLImageProcessor"``) in the backend ``AutoProcessor`` loads it with.
+
+    That is torchvision's where torchvision imports, else PIL's (``...ImageProcessorPil``): the two
+    resize differently, so a tiny model's processor must be the one its saved directory loads as.
+    """
+    from transformers.models.auto import image_processing_auto
+
+    pil_only = getattr(image_processing_auto, "DEFAULT_TO_PIL_BACKEND_IMAGE_PROCESSORS", ())
+    use_torchvision = has_torchvision() and name not in pil_only
+    return getattr(transformers, name if use_torchvision else f"{name}Pil")(**kwargs)
 
 
 # Image-only processors. ``ProcessorMixin`` reads the ``__init__`` signature (and its code object's

@@ -12,6 +12,7 @@ from vlalign.models.tiny_parts import (
     ImageOnlyQwen2VLProcessor,
     ImageOnlyQwen3VLProcessor,
     generation_defaults,
+    image_processor,
     token_ids,
     tokenizer,
 )
@@ -53,8 +54,6 @@ def _qwen_text_config(tok: PreTrainedTokenizerFast, mrope_section: list[int], **
 
 def _qwen2_family(seed: int, config_class, model_class, processor_class, vision: dict[str, Any]) -> tuple[Any, Any]:
     """A Qwen2-VL-style model: the shared text config, ``vision``, 14 px patches merged 2x2, 28-56 px images."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
     tok = _qwen_tokenizer()
     config = config_class(text_config=_qwen_text_config(tok, [2, 3, 3]),
                           vision_config=dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, **vision),
@@ -62,10 +61,11 @@ def _qwen2_family(seed: int, config_class, model_class, processor_class, vision:
     torch.manual_seed(seed)
     model = model_class(config)
     generation_defaults(model, tok, "<|im_end|>")
-    image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56}, patch_size=14, merge_size=2, temporal_patch_size=2,
+    images = image_processor(
+        "Qwen2VLImageProcessor", size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56}, patch_size=14,
+        merge_size=2, temporal_patch_size=2,
     )
-    return model, processor_class(image_processor=image_processor, tokenizer=tok, chat_template=_QWEN_TEMPLATE)
+    return model, processor_class(image_processor=images, tokenizer=tok, chat_template=_QWEN_TEMPLATE)
 
 
 def qwen2_vl(seed: int) -> tuple[Any, Any]:
@@ -95,7 +95,6 @@ def qwen3_vl(seed: int) -> tuple[Any, Any]:
     The image processor keeps images between 32x32 and 64x64 pixels (1 to 4 image tokens).
     """
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tok = _qwen_tokenizer()
     text = _qwen_text_config(tok, [2, 3, 3], head_dim=16)
@@ -112,10 +111,10 @@ def qwen3_vl(seed: int) -> tuple[Any, Any]:
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(config)
     generation_defaults(model, tok, "<|im_end|>")
-    image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64}, patch_size=16, merge_size=2, temporal_patch_size=2,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    images = image_processor(
+        "Qwen2VLImageProcessor", size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64}, patch_size=16,
+        merge_size=2, temporal_patch_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
     )
-    processor = ImageOnlyQwen3VLProcessor(image_processor=image_processor, tokenizer=tok,
+    processor = ImageOnlyQwen3VLProcessor(image_processor=images, tokenizer=tok,
                                           chat_template=_QWEN_TEMPLATE)
     return model, processor

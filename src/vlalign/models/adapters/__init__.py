@@ -1,7 +1,11 @@
 """Model adapters: one per family with a fast path, and the generic adapter for every other VLM.
 
-:func:`adapter_for` picks one from a model or its config's ``model_type``. A family vlalign
-knows the generic path cannot score is refused by :func:`check_family`, before any weights load.
+:func:`adapter_for` picks one from a model or its config's ``model_type``. ``ADAPTERS`` lists
+every family vlalign has tested (``tests/models/test_family_matrix.py``: every method, LoRA,
+evaluation, noisy pairs and resume on a tiny model of each); those with no fast path of their
+own map to the generic :class:`Adapter`. Any other family also gets the generic adapter, with
+one warning. A family the generic path cannot score is refused by :func:`check_family`, before
+any weights load.
 """
 
 from __future__ import annotations
@@ -10,14 +14,22 @@ import warnings
 from typing import Any
 
 from vlalign.models.adapters.base import Adapter, ImageInputs, Parts, concat_images, repeat_images
-from vlalign.models.adapters.gemma3 import Gemma3Adapter
 from vlalign.models.adapters.llava import LlavaAdapter
+from vlalign.models.adapters.nested import NestedImagesAdapter
 from vlalign.models.adapters.qwen2_vl import Qwen2VLAdapter
 
-__all__ = ["ADAPTERS", "Adapter", "Gemma3Adapter", "ImageInputs", "LlavaAdapter", "Parts", "Qwen2VLAdapter", "UNSUPPORTED",
-           "adapter_for", "check_family", "concat_images", "repeat_images"]
+__all__ = ["ADAPTERS", "Adapter", "ImageInputs", "LlavaAdapter", "NestedImagesAdapter", "Parts", "Qwen2VLAdapter",
+           "UNSUPPORTED", "adapter_for", "check_family", "concat_images", "repeat_images"]
 
-ADAPTERS: dict[str, type[Adapter]] = {"llava": LlavaAdapter, "qwen2_vl": Qwen2VLAdapter, "gemma3": Gemma3Adapter}
+ADAPTERS: dict[str, type[Adapter]] = {
+    # a fast path of their own
+    "llava": LlavaAdapter, "qwen2_vl": Qwen2VLAdapter,
+    # the generic forward, images one list per prompt
+    "gemma3": NestedImagesAdapter, "idefics3": NestedImagesAdapter, "smolvlm": NestedImagesAdapter,
+    # the generic forward as is
+    **dict.fromkeys(("llava_next", "llava_onevision", "aya_vision", "internvl", "qwen2_5_vl", "qwen3_vl", "mistral3"),
+                    Adapter),
+}
 
 # Families whose images reach the language model other than through its input embeddings, so
 # no forward vlalign makes can score them yet: family -> why.
@@ -41,13 +53,13 @@ def adapter_for(model_or_type: Any) -> Adapter:
     """
     model_type = _model_type(model_or_type)
     check_family(model_type)
-    if model_type in ADAPTERS:
-        return ADAPTERS[model_type]()
-    if model_type not in _warned:
+    if model_type not in ADAPTERS and model_type not in _warned:
         _warned.add(model_type)
-        warnings.warn(f"model family {model_type!r} has no dedicated adapter: it trains through the generic path "
-                      "(the model's own forward on padded rows; correct, slower)", stacklevel=2)
-    return Adapter()
+        warnings.warn(f"model family {model_type!r} is not one vlalign has tested: it trains through the generic path "
+                      "(the model's own forward on padded rows)", stacklevel=2)
+    adapter = ADAPTERS.get(model_type, Adapter)()
+    adapter.family = model_type
+    return adapter
 
 
 def _model_type(obj: Any) -> str:
