@@ -12,6 +12,7 @@ with CHAIR's COCO synonym file where :func:`vlalign.text.vocabulary.coco_synonym
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from vlalign.errors import UserError
 from vlalign.io import read_json
 from vlalign.text.vocabulary import Vocabulary
 
-__all__ = ["EvalData", "open_data", "open_image", "pick_images"]
+__all__ = ["EvalData", "bound_pixels", "open_data", "open_image", "pick_images"]
 
 
 def open_image(path: str | Path, context: str = "") -> Image.Image:
@@ -37,6 +38,27 @@ def open_image(path: str | Path, context: str = "") -> Image.Image:
     except OSError as err:
         lead = f"{context}: " if context else ""
         raise UserError(f"{lead}{path}: cannot read image ({err.__class__.__name__}: {err})") from None
+
+
+def bound_pixels(image: Image.Image, max_pixels: int) -> Image.Image:
+    """``image`` downscaled (aspect kept, LANCZOS) to at most ``max_pixels`` pixels (width * height).
+
+    An image within the bound, or any image when ``max_pixels`` is 0, is returned as it is (the
+    same object). Training bounds every image with this before the processor sees it
+    (``TrainConfig.max_pixels``), so a tiling processor (LLaVA-NeXT, Qwen2-VL) cannot be handed an
+    image that expands into more tokens than the run was sized for.
+    """
+    width, height = image.size
+    if max_pixels <= 0 or width * height <= max_pixels:
+        return image
+    scale = math.sqrt(max_pixels / (width * height))
+    new_w, new_h = max(1, int(width * scale + 1e-6)), max(1, int(height * scale + 1e-6))
+    while new_w * new_h > max_pixels:  # rounding (or a 1-pixel side) left it over: trim the longer side
+        if new_w >= new_h:
+            new_w -= 1
+        else:
+            new_h -= 1
+    return image.resize((new_w, new_h), Image.Resampling.LANCZOS)
 
 
 @dataclass
