@@ -296,8 +296,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     what = "pairs" if method.reads_pairs else "prompts"
-    print(f"{config.method}: {summary['steps']} steps on {summary['records']} {what}; model written to "
-          f"{config.out}/model, metrics in {config.out}/metrics.jsonl")
+    print(f"{config.method}: {summary['steps']} steps on {summary['records']} {what}"
+          + (f" ({summary['skipped_too_long']} skipped: longer than max_length)" if "skipped_too_long" in summary else "")
+          + f"; model written to {config.out}/model, metrics in {config.out}/metrics.jsonl")
     return 0
 
 

@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from vlalign.data.datasets import EvalData, open_data, open_image, pick_images
+from vlalign.data.datasets import EvalData, bound_pixels, open_data, open_image, pick_images
 from vlalign.errors import UserError
 from vlalign.io import atomic_dir, read_lines, write_json
 from vlalign.logps import PairLogps, collate_pairs, response_token_spans
@@ -229,7 +229,7 @@ def calibrate_rewards(vlm: LoadedVLM, verifier: Verifier, data: EvalData, config
         raise UserError(f"{data.root}: the calibration split {data.split} has no captions file")
     truth = ground_truth(data.instances, data.captions, data.vocab)
     ids = pick_images(list(data.files), config.fisao.calibration_images, config.seed)
-    images = [data.image(i) for i in ids]
+    images = [bound_pixels(data.image(i), config.max_pixels) for i in ids]
     answers = sample_answers(vlm, images, [config.fisao.prompt] * len(ids), config, seed=derive_seed(config.seed, "calibration"))
     finder = object_finder(data.vocab)
     k = config.fisao.samples
@@ -355,7 +355,7 @@ class FiSAO(Method):
         started = time.perf_counter()
         rows = micro_batch_rows(len(self.prompts), config.fisao.prompts_per_round * self.num_processes,
                                 config.seed, round_)[self.process_index::self.num_processes]
-        images = [open_image(self.prompts[r].image) for r in rows]
+        images = [bound_pixels(open_image(self.prompts[r].image), config.max_pixels) for r in rows]
         questions = [self.prompts[r].prompt for r in rows]
         answers = sample_answers(self.setup.sampler, images, questions, config, seed=derive_seed(config.seed, "samples", round_))
         sampled = time.perf_counter()
@@ -478,7 +478,8 @@ class FiSAO(Method):
         if not chunk:
             return None
         ro, k = self.rollout, self.config.fisao.samples
-        images = {r: open_image(self.prompts[ro.prompt_rows[r]].image) for r in {a // k for a, _ in chunk}}
+        images = {r: bound_pixels(open_image(self.prompts[ro.prompt_rows[r]].image), self.config.max_pixels)
+                  for r in {a // k for a, _ in chunk}}
         batch = collate_pairs(self.processor, [images[a // k] for a, _ in chunk],
                               [self.prompts[ro.prompt_rows[a // k]].prompt for a, _ in chunk],
                               [ro.answers[a] for a, _ in chunk], [ro.answers[b] for _, b in chunk],

@@ -13,6 +13,7 @@ from vlalign.methods.tpo import TPOConfig
 REFERENCES = ("auto", "copy", "adapter", "precomputed")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
+ON_BAD = ("error", "skip")
 
 
 @dataclass
@@ -39,6 +40,9 @@ class TrainConfig:
     eval_data: str | None = None  # held-out preference records, scored every eval_every steps and at the end
     image_root: str | None = None  # directory image paths are relative to (default: each file's)
     trust_remote_code: bool = False  # allow a checkpoint's own Python code
+    max_pixels: int = 0  # downscale (aspect kept) any training image over this many pixels before the processor; 0 = its own sizing
+    max_length: int = 0  # longest chosen/rejected row in tokens (image tokens included), checked before training; 0 = no limit
+    on_bad: str = "error"  # a record over max_length: error (stop, naming it) or skip (drop and count); never truncated
 
     method: str = "dpo"  # a name of vlalign.methods.METHODS: dpo | povid | tpo | fisao | fisao-dpo
     beta: float = 0.1
@@ -87,12 +91,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         choices = {"method": tuple(METHODS), "reference": REFERENCES, "schedule": SCHEDULES,
-                   "mixed_precision": PRECISIONS}
+                   "mixed_precision": PRECISIONS, "on_bad": ON_BAD}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
         if self.beta <= 0 or self.lr <= 0:
             raise ValueError("beta and lr must be positive")
+        if self.max_pixels < 0 or self.max_length < 0:
+            raise ValueError("max_pixels and max_length must be at least 0 (0: no bound)")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("batch_size and grad_accum must be at least 1")
         if self.max_steps < 0 or (self.max_steps == 0 and self.epochs <= 0):

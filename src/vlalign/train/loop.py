@@ -86,7 +86,7 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"{out}: exists and is not empty (pass --resume to continue a run there)")
     method_class = METHODS[config.method]
-    held_out = load_pairs(config.eval_data, image_root) if config.eval_data else None
+    held_out = load_pairs(config.eval_data, image_root, config.max_pixels) if config.eval_data else None
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard", project_dir=str(out))
     torch.manual_seed(config.seed)
     vlm = load_vlm(model_dir, dtype=weights_dtype(config), device="cpu", trust_remote_code=config.trust_remote_code,

@@ -52,7 +52,8 @@ def fingerprint(model: str | Path, data_path: Path, config: TrainConfig, *, revi
     - The records file's content hash (records files are small; a rewrite with the same bytes
       keeps its table, any edit gets a new one). The images the records name are not read.
     - What changes the values in collation and the forward: batch size (padding), mixed
-      precision and the dtype the weights are loaded in.
+      precision, the dtype the weights are loaded in, and ``max_pixels`` (the images' bound)
+      and, under ``on_bad: skip``, ``max_length`` (which records are kept) when they are set.
     - ``vlalign.version.__version__``.
     """
     from vlalign import version
@@ -67,6 +68,10 @@ def fingerprint(model: str | Path, data_path: Path, config: TrainConfig, *, revi
     parts = [ident, f"version={version.__version__}", f"batch={config.batch_size}",
              f"precision={config.mixed_precision}", f"weights={weights_dtype(config)}",
              f"records={hashlib.sha256(Path(data_path).read_bytes()).hexdigest()}"]
+    if config.max_pixels:  # bounded images score differently (absent when unset: older keys stay valid)
+        parts.append(f"max_pixels={config.max_pixels}")
+    if config.max_length and config.on_bad == "skip":  # which records are kept, so which row is which
+        parts.append(f"max_length={config.max_length}")
     for path in sorted({p for pattern in _WEIGHTS for p in files.glob(pattern)} if files else ()):
         stat = path.stat()
         parts.append(f"weights:{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{_header_hash(path)}")
