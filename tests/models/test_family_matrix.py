@@ -175,3 +175,13 @@ def test_noisy_pairs_are_the_models_answers_to_corrupted_images(family, models, 
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert counts["written"] + counts["same_as_chosen"] == 3 and len(rows) == counts["written"]
     assert all(r["source"] == "noisy:diffusion500" and r["chosen"] != r["rejected"] for r in rows)
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3"])  # the fast path, rope positions, nested images
+def test_inspect_rewards_scores_every_token(family, models, prefs, tiny_world, tmp_path):
+    from vlalign.inspect.rewards import InspectConfig
+    from vlalign.inspect.run import inspect_rewards
+
+    summary = inspect_rewards(models(family), prefs, tmp_path / "inspect", Vocabulary.load(tiny_world),
+                              InspectConfig(limit=2, batch_size=2), device="cpu")
+    assert summary["records"] == 2 and (tmp_path / "inspect" / "rewards.html").is_file()

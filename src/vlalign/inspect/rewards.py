@@ -31,6 +31,7 @@ from vlalign.logps import (
     with_second_images,
 )
 from vlalign.methods.pairs import collate
+from vlalign.models.adapters import adapter_for
 from vlalign.models.generation import chat_prompt
 from vlalign.rewards.verifier import visible_starts
 from vlalign.rewards.visual_anchor import KINDS, visual_anchor_scores
@@ -122,6 +123,7 @@ def _edit_spans(meta: dict[str, Any]) -> list[tuple[int, int]]:
 def score_records(model, processor, pairs: Pairs, vocab: Vocabulary, config: InspectConfig,
                   on_progress: Callable[[int, int], None] | None = None) -> list[ScoredRecord]:
     """Visual-anchored scores of every token of the first ``config.limit`` records (all when 0)."""
+    adapter = adapter_for(model)
     finder = object_finder(vocab)
     total = min(config.limit, len(pairs.records)) if config.limit else len(pairs.records)
     generator = torch.Generator().manual_seed(config.seed)
@@ -129,10 +131,10 @@ def score_records(model, processor, pairs: Pairs, vocab: Vocabulary, config: Ins
     out: list[ScoredRecord] = []
     for start in range(0, total, config.batch_size):
         rows = list(range(start, min(start + config.batch_size, total)))
-        batch, images = collate(pairs, processor, rows)
-        noisy = corrupt_pixels(processor, images, config.noise_step, config.noise_mode, generator)
+        batch, images = collate(pairs, processor, rows, adapter)
+        noisy = corrupt_pixels(processor, images, config.noise_step, config.noise_mode, generator, adapter.images_arg)
         batch = batch.to(device)
-        clean, corrupted = split_second_images(pair_logps(model, with_second_images(batch, noisy)))
+        clean, corrupted = split_second_images(pair_logps(model, with_second_images(batch, noisy), adapter=adapter))
         chosen_s, rejected_s = visual_anchor_scores(clean, corrupted, config.kind)
         for b, r in enumerate(rows):
             rec = pairs.records[r]
