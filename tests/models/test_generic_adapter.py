@@ -22,7 +22,7 @@ from vlalign.train.loop import train
 
 # Families with no fast path of their own (gemma3's adapter only nests its images).
 GENERIC = [f for f in ("llava_next", "aya_vision", "llava_onevision", "internvl", "idefics3", "qwen2_5_vl", "gemma3",
-                       "qwen3_vl") if f in FAMILIES]
+                       "qwen3_vl", "smolvlm", "mistral3") if f in FAMILIES]
 PROMPTS = ["Describe this image.", "What is in the picture?", "Is there a dog?"]
 CHOSEN = ["A red square on the left.", "Two cups and a bowl.", "No."]
 REJECTED = ["A blue circle.", "Two cups, a bowl and a dog on a table.", "Yes, there is a dog."]

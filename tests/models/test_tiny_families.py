@@ -3,13 +3,18 @@ processor's batched, chat-templated inputs run a plain forward and a batched gre
 
 from __future__ import annotations
 
+import importlib.util
+import re
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from vlalign.models import tiny_parts
 from vlalign.models.load import load_vlm
 from vlalign.models.tiny_families import FAMILIES, NESTED_IMAGES, SKIPPED, build_tiny, images_arg, save_tiny
+from vlalign.models.tiny_parts import has_torchvision
 
 PROMPTS = ["Describe this image.", "Is there a dog in the image? Answer briefly."]
 
@@ -50,8 +55,30 @@ def test_families_and_helpers() -> None:
     assert images_arg("gemma3", [a, b]) == [[a], [b]]
     assert images_arg("qwen2_vl", (a, b)) == [a, b]
     assert NESTED_IMAGES >= {"gemma3", "idefics3", "smolvlm", "mllama"}
-    with pytest.raises(ValueError, match="mistral3"):
-        build_tiny("mistral3")
+    with pytest.raises(ValueError, match="no tiny 'mllama' model: expected one of qwen2_vl"):
+        build_tiny("mllama")
+
+
+def test_a_family_is_built_exactly_where_its_processor_can_be() -> None:
+    """SmolVLM needs num2words, Mistral 3's PixtralProcessor torchvision; every other family is always built."""
+    assert ("smolvlm" in FAMILIES) == (importlib.util.find_spec("num2words") is not None)
+    assert ("mistral3" in FAMILIES) == has_torchvision()
+    assert set(SKIPPED) <= {"smolvlm", "mistral3"} <= set(FAMILIES) | set(SKIPPED)
+    for family, why in SKIPPED.items():
+        with pytest.raises(ValueError, match=f"no tiny {family!r} model \\({re.escape(why)}\\)"):
+            build_tiny(family)
+
+
+@pytest.mark.parametrize("torchvision", [False, True])
+def test_image_processors_are_the_backend_auto_processor_loads(torchvision, monkeypatch) -> None:
+    """PIL's without torchvision, torchvision's with it: the two resize differently, and a saved tiny
+    model must load as the processor it was built with."""
+    if torchvision and not has_torchvision():
+        pytest.skip("torchvision is not installed here")
+    monkeypatch.setattr(tiny_parts, "has_torchvision", lambda: torchvision)
+    built = tiny_parts.image_processor("Qwen2VLImageProcessor", size={"shortest_edge": 784, "longest_edge": 3136})
+    assert type(built).__name__ == ("Qwen2VLImageProcessor" if torchvision else "Qwen2VLImageProcessorPil")
+    assert built.size["longest_edge"] == 3136
 
 
 def test_save_then_load_vlm_gives_the_same_model_and_processor(tiny, batch, images, tmp_path_factory) -> None:

@@ -30,13 +30,13 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_
 
 try:
     from transformers import AutoProcessor
-except Exception:  # a torchvision that does not import breaks transformers' image utilities: see _load_processor
+except Exception:  # a torchvision that does not import breaks transformers' image utilities: see check_torchvision
     AutoProcessor = None
 
 from vlalign.errors import UserError
 from vlalign.models.adapters import check_family
 
-__all__ = ["LoadedVLM", "load_vlm", "image_token_id", "torchvision_import_error"]
+__all__ = ["LoadedVLM", "load_vlm", "image_token_id", "check_torchvision", "torchvision_import_error"]
 
 _DTYPES: dict[str, torch.dtype | str] = {
     "auto": "auto",
@@ -108,7 +108,8 @@ def load_vlm(
         A :class:`LoadedVLM` whose model is in eval mode.
 
     Raises:
-        UserError: the path does not exist, is not a VLM checkpoint, or lacks a processor.
+        UserError: the path does not exist, is not a VLM checkpoint, or lacks a processor; or
+            torchvision is installed but does not import (:func:`check_torchvision`).
     """
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
@@ -122,6 +123,7 @@ def load_vlm(
     elif not HUB_ID.match(name):
         raise UserError(f"model path {name!r} does not exist (nor is it a hub id owner/name)")
     torch_dtype = _resolve_dtype(dtype)
+    check_torchvision()
 
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
@@ -201,24 +203,29 @@ def torchvision_import_error() -> Exception | None:
     return None
 
 
+def check_torchvision() -> None:
+    """Refuse, in one line, a torchvision that is installed but does not import.
+
+    transformers 5 imports torchvision from its image utilities whenever it is installed, and the
+    config classes of every VLM import those: such a torchvision breaks every family at once.
+    """
+    broken = torchvision_import_error()
+    if broken is None:
+        return
+    why = (str(broken).strip().splitlines() or [""])[0]
+    raise UserError(
+        f"torchvision is installed but does not import: {type(broken).__name__}: {why}; "
+        "uninstall it (pip uninstall torchvision) or install the torchvision release built for "
+        f"torch {torch.__version__} (torch and torchvision are released in pairs, e.g. "
+        "torch==2.14.1 with torchvision==0.29.1)"
+    )
+
+
 def _load_processor(name: str, trust_remote_code: bool) -> Any:
-    """``AutoProcessor.from_pretrained(name)``; a broken torchvision becomes one line saying so."""
-    try:
-        auto = AutoProcessor
-        if auto is None:  # its import failed when this module loaded: try again, for the error
-            from transformers import AutoProcessor as auto
-        return auto.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except Exception as err:
-        broken = torchvision_import_error()
-        if broken is None:
-            raise
-        why = (str(broken).strip().splitlines() or [type(broken).__name__])[0]
-        raise UserError(
-            f"torchvision is installed but does not import: {type(broken).__name__}: {why}; "
-            f"uninstall it (pip uninstall torchvision) or install the torchvision release built for "
-            f"torch {torch.__version__} (torch and torchvision are released in pairs, e.g. "
-            "torch==2.14.1 with torchvision==0.29.1)"
-        ) from err
+    auto = AutoProcessor
+    if auto is None:  # its import failed when this module loaded: try again, for the error itself
+        from transformers import AutoProcessor as auto
+    return auto.from_pretrained(name, trust_remote_code=trust_remote_code)
 
 
 def image_token_id(processor: Any) -> int:
