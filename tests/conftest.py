@@ -42,6 +42,16 @@ def tiny_base(tiny_world, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_prefs(tiny_world, tmp_path_factory):
+    """8 preference records injected from the tiny world's train answers (read-only: tests share it)."""
+    from vlalign.generate.inject import InjectConfig, run_inject
+
+    out = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
+    run_inject(tiny_world, out, InjectConfig(limit=8))
+    return out
+
+
+@pytest.fixture(scope="session")
 def dump_dom(tmp_path_factory):
     """``dump_dom(path) -> str``: the DOM of a local HTML file after headless Chromium ran its scripts.
 

@@ -272,12 +272,13 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from vlalign.config import load_config
     from vlalign.methods import METHODS
     from vlalign.train.config import TrainConfig
     from vlalign.train.loop import train
 
-    config = load_config(TrainConfig, _recipe(args.config, "train"), args.set, _train_flags(args), "train")
+    if args.data and args.prompts:
+        raise UserError("train: give --data (preference records) or --prompts (fisao, fisao-dpo), not both")
+    config = _settings(TrainConfig, args, "train", "train", _TRAIN_FLAGS)
     _check_train_inputs(args, config)
     method = METHODS[config.method]
     quiet_transformers()
@@ -309,12 +310,6 @@ _TRAIN_FLAGS = {"method": "method", "model": "model", "data": "data", "prompts":
                 "calibration_split": "fisao.calibration_split", "prompts_split": "fisao.prompts_split",
                 "vocab": "fisao.vocab"}
 _FISAO_FLAGS = ("prompts", "verifier", "calibration", "calibration_split", "prompts_split", "vocab")
-
-
-def _train_flags(args: argparse.Namespace) -> dict:
-    if args.data and args.prompts:
-        raise UserError("train: give --data (preference records) or --prompts (fisao, fisao-dpo), not both")
-    return {field: getattr(args, dest) for dest, field in _TRAIN_FLAGS.items() if getattr(args, dest) is not None}
 
 
 def _check_train_inputs(args: argparse.Namespace, config) -> None:

@@ -48,15 +48,6 @@ def models(tiny_base, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def prefs(tiny_world, tmp_path_factory):
-    from vlalign.generate.inject import InjectConfig, run_inject
-
-    out = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
-    run_inject(tiny_world, out, InjectConfig(limit=4))
-    return out
-
-
-@pytest.fixture(scope="module")
 def calibration(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("calibration") / "calibration.json"
     path.write_text(json.dumps({"mean_correct": 0.3, "mean_hallucinated": 0.1, "num_correct": 9,
@@ -79,12 +70,12 @@ def fixed_answers(monkeypatch, tiny_world):
     monkeypatch.setattr(fisao, "sample_answers", answers)
 
 
-def run_config(family: str, method: str, model: Path, prefs: Path, world: Path, out: Path, clip: Path,
+def run_config(method: str, model: Path, tiny_prefs: Path, world: Path, out: Path, clip: Path,
                calibration: Path, **fields) -> TrainConfig:
     on_policy = method.startswith("fisao")
     fisao = FisaoSettings(rounds=1, prompts_per_round=2, samples=2, epochs=1, max_new_tokens=6, calibration_images=2,
                           verifier=str(clip), calibration=str(calibration))
-    base = dict(model=model, data=world if on_policy else prefs, out=out, method=method, batch_size=2, lr=1e-2,
+    base = dict(model=model, data=world if on_policy else tiny_prefs, out=out, method=method, batch_size=2, lr=1e-2,
                 warmup_ratio=0.0, max_steps=0 if on_policy else 2, fisao=fisao, sft_weight=0.5 if on_policy else 0.0)
     return TrainConfig(**{**base, **fields})
 
@@ -101,9 +92,9 @@ def logged(out: Path) -> list[dict]:
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("family", MATRIX_FAMILIES)
-def test_each_method_trains(family, method, models, prefs, tiny_world, tiny_base, calibration, fixed_answers, tmp_path):
+def test_each_method_trains(family, method, models, tiny_prefs, tiny_world, tiny_base, calibration, fixed_answers, tmp_path):
     out = tmp_path / "run"
-    config = run_config(family, method, models(family), prefs, tiny_world, out, tiny_base / "clip", calibration)
+    config = run_config(method, models(family), tiny_prefs, tiny_world, out, tiny_base / "clip", calibration)
     summary = train(config)
     rows = [r for r in logged(out) if "loss" in r]
     assert summary["steps"] >= 1 and rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
@@ -111,10 +102,10 @@ def test_each_method_trains(family, method, models, prefs, tiny_world, tiny_base
 
 
 @pytest.mark.parametrize("family", MATRIX_FAMILIES)
-def test_lora_then_merge(family, models, prefs, tiny_world, tiny_base, calibration, tmp_path):
+def test_lora_then_merge(family, models, tiny_prefs, tiny_world, tiny_base, calibration, tmp_path):
     out = tmp_path / "lora"
     lora = LoraSettings(enabled=True, r=4, alpha=8)
-    train(run_config(family, "dpo", models(family), prefs, tiny_world, out, tiny_base / "clip", calibration,
+    train(run_config("dpo", models(family), tiny_prefs, tiny_world, out, tiny_base / "clip", calibration,
                      lora=lora))
     assert (out / "model" / "adapter_config.json").is_file()
     rows = logged(out)
@@ -125,10 +116,10 @@ def test_lora_then_merge(family, models, prefs, tiny_world, tiny_base, calibrati
 
 
 @pytest.mark.parametrize("family", MATRIX_FAMILIES)
-def test_a_resumed_run_ends_where_an_uninterrupted_one_does(family, models, prefs, tiny_world, tiny_base, calibration,
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(family, models, tiny_prefs, tiny_world, tiny_base, calibration,
                                                             tmp_path):
     def config(out):
-        return run_config(family, "dpo", models(family), prefs, tiny_world, out, tiny_base / "clip", calibration,
+        return run_config("dpo", models(family), tiny_prefs, tiny_world, out, tiny_base / "clip", calibration,
                           max_steps=3, save_every=1)
 
     train(config(tmp_path / "whole"))
@@ -178,10 +169,10 @@ def test_noisy_pairs_are_the_models_answers_to_corrupted_images(family, models, 
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3"])  # the fast path, rope positions, nested images
-def test_inspect_rewards_scores_every_token(family, models, prefs, tiny_world, tmp_path):
+def test_inspect_rewards_scores_every_token(family, models, tiny_prefs, tiny_world, tmp_path):
     from vlalign.inspect.rewards import InspectConfig
     from vlalign.inspect.run import inspect_rewards
 
-    summary = inspect_rewards(models(family), prefs, tmp_path / "inspect", Vocabulary.load(tiny_world),
+    summary = inspect_rewards(models(family), tiny_prefs, tmp_path / "inspect", Vocabulary.load(tiny_world),
                               InspectConfig(limit=2, batch_size=2), device="cpu")
     assert summary["records"] == 2 and (tmp_path / "inspect" / "rewards.html").is_file()

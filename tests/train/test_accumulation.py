@@ -18,15 +18,6 @@ from vlalign.train.config import TrainConfig
 from vlalign.train.loop import train
 
 
-@pytest.fixture(scope="module")
-def prefs(tiny_world, tmp_path_factory):
-    from vlalign.generate.inject import InjectConfig, run_inject
-
-    out = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
-    run_inject(tiny_world, out, InjectConfig(limit=8))
-    return out
-
-
 @pytest.fixture
 def fixed_calibration(monkeypatch):
     """The tiny world's 3-step CLIP separates nothing: give the rewards a fixed, known calibration."""
@@ -55,10 +46,10 @@ def run(tmp_path, tiny_base, data, method: str, batch_size: int, grad_accum: int
 
 
 @pytest.mark.parametrize("method", ["dpo", "povid", "tpo", "fisao", "fisao-dpo"])
-def test_batch_and_accumulation_can_be_recut(tmp_path, tiny_world, tiny_base, prefs, fixed_calibration, method):
+def test_batch_and_accumulation_can_be_recut(tmp_path, tiny_world, tiny_base, tiny_prefs, fixed_calibration, method):
     on_policy = method.startswith("fisao")
     inputs = tiny_base / "clip" if on_policy else None
-    data = tiny_world if on_policy else prefs
+    data = tiny_world if on_policy else tiny_prefs
     start = load_vlm(tiny_base / "llava", dtype="float32").model.state_dict()
     whole = run(tmp_path, tiny_base, data, method, 4, 1, inputs)
     cut = run(tmp_path, tiny_base, data, method, 2, 2, inputs)

@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -32,23 +30,14 @@ def launch(args: list[str], out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=420, env=env, check=False)
 
 
-@pytest.fixture(scope="module")
-def prefs(tiny_world, tmp_path_factory):
-    from vlalign.generate.inject import InjectConfig, run_inject
-
-    out = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
-    run_inject(tiny_world, out, InjectConfig(limit=8))
-    return out
-
-
 def last_step(out: Path) -> int:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return max(r["step"] for r in rows if "loss" in r)
 
 
-def test_dpo_over_two_processes_reaches_its_last_step(tmp_path, tiny_base, prefs):
+def test_dpo_over_two_processes_reaches_its_last_step(tmp_path, tiny_base, tiny_prefs):
     out = tmp_path / "dpo"
-    proc = launch(["--method", "dpo", "--model", str(tiny_base / "llava"), "--data", str(prefs),
+    proc = launch(["--method", "dpo", "--model", str(tiny_base / "llava"), "--data", str(tiny_prefs),
                    "--set", "max_steps=3", "--set", "batch_size=2"], out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dpo: 3 steps" in proc.stdout

@@ -20,20 +20,11 @@ from vlalign.train.loop import train
 
 
 @pytest.fixture(scope="module")
-def prefs(tiny_world, tmp_path_factory):
-    from vlalign.generate.inject import InjectConfig, run_inject
-
-    out = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
-    run_inject(tiny_world, out, InjectConfig(limit=8))
-    return out
-
-
-@pytest.fixture(scope="module")
-def lengths(tiny_base, prefs):
+def lengths(tiny_base, tiny_prefs):
     """Each record's (id, chosen length, rejected length), collated one record at a time."""
     vlm = load_vlm(tiny_base / "llava", dtype="float32", device="cpu")
     adapter = adapter_for(vlm.model)
-    pairs = load_pairs(prefs)
+    pairs = load_pairs(tiny_prefs)
     out = []
     for row, record in enumerate(pairs.records):
         batch = collate_pairs(vlm.processor, pairs.images([row]), [record.prompt], [record.chosen], [record.rejected],
@@ -72,12 +63,12 @@ def test_bound_pixels_leaves_images_within_the_bound_alone(size, max_pixels):
     assert bound_pixels(image, max_pixels) is image
 
 
-def test_pairs_return_bounded_images(prefs):
-    unbounded = load_pairs(prefs).images([0, 1])
+def test_pairs_return_bounded_images(tiny_prefs):
+    unbounded = load_pairs(tiny_prefs).images([0, 1])
     width, height = unbounded[0].size  # the tiny world's 32x32 images
-    bounded = load_pairs(prefs, max_pixels=width * height // 4).images([0, 1])
+    bounded = load_pairs(tiny_prefs, max_pixels=width * height // 4).images([0, 1])
     assert [im.size for im in bounded] == [(width // 2, height // 2)] * 2
-    assert [im.size for im in load_pairs(prefs, max_pixels=width * height).images([0, 1])] == [(width, height)] * 2
+    assert [im.size for im in load_pairs(tiny_prefs, max_pixels=width * height).images([0, 1])] == [(width, height)] * 2
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava_next"])
@@ -100,61 +91,61 @@ def test_bounded_images_reach_the_processor_as_fewer_tokens(family):
         assert length(bounded) <= length(big)
 
 
-def test_max_pixels_is_validated_and_recorded(tmp_path, tiny_base, prefs):
+def test_max_pixels_is_validated_and_recorded(tmp_path, tiny_base, tiny_prefs):
     with pytest.raises(UserError, match="max_pixels"):
-        train(_config(tiny_base / "llava", prefs, tmp_path / "bad", max_pixels=-1))
+        train(_config(tiny_base / "llava", tiny_prefs, tmp_path / "bad", max_pixels=-1))
     out = tmp_path / "run"
-    train(_config(tiny_base / "llava", prefs, out, max_pixels=16 * 16))
+    train(_config(tiny_base / "llava", tiny_prefs, out, max_pixels=16 * 16))
     assert json.loads((out / "config.json").read_text())["max_pixels"] == 256
 
 
 # ------------------------------------------------------------------------------ max_length
 
 
-def test_a_record_over_max_length_stops_the_run_before_training(tmp_path, tiny_base, prefs, lengths):
+def test_a_record_over_max_length_stops_the_run_before_training(tmp_path, tiny_base, tiny_prefs, lengths):
     longest = max(max(c, r) for _, c, r in lengths)
     first = next((rid, c, r) for rid, c, r in lengths if max(c, r) == longest)
     out = tmp_path / "run"
     with pytest.raises(UserError) as err:
-        train(_config(tiny_base / "llava", prefs, out, max_length=longest - 1))
+        train(_config(tiny_base / "llava", tiny_prefs, out, max_length=longest - 1))
     message = str(err.value)
     assert "\n" not in message
     rid, chosen, rejected = first
-    assert f"record {rid}:" in message and str(prefs) in message
+    assert f"record {rid}:" in message and str(tiny_prefs) in message
     assert f"chosen {chosen} tokens" in message and f"rejected {rejected} tokens" in message
     assert f"max_length {longest - 1}" in message and "on_bad=skip" in message
     assert not (out / "model").exists() and not (out / "checkpoints").exists()
 
 
-def test_on_bad_skip_drops_and_counts_the_long_records(tmp_path, tiny_base, prefs, lengths):
+def test_on_bad_skip_drops_and_counts_the_long_records(tmp_path, tiny_base, tiny_prefs, lengths):
     longest = sorted(max(c, r) for _, c, r in lengths)
     limit = longest[len(longest) // 2]  # about half the records are longer
     long = sum(max(c, r) > limit for _, c, r in lengths)
     assert 0 < long <= len(lengths) - 2, longest
-    summary = train(_config(tiny_base / "llava", prefs, tmp_path / "run", max_length=limit, on_bad="skip"))
+    summary = train(_config(tiny_base / "llava", tiny_prefs, tmp_path / "run", max_length=limit, on_bad="skip"))
     assert summary["skipped_too_long"] == long
     assert summary["records"] == len(lengths) - long
     assert (tmp_path / "run" / "model").is_dir()
 
 
-def test_on_bad_skip_refuses_when_nothing_is_left(tmp_path, tiny_base, prefs, lengths):
+def test_on_bad_skip_refuses_when_nothing_is_left(tmp_path, tiny_base, tiny_prefs, lengths):
     shortest = min(max(c, r) for _, c, r in lengths)
     with pytest.raises(UserError, match=f"all {len(lengths)} records are longer than max_length"):
-        train(_config(tiny_base / "llava", prefs, tmp_path / "run", max_length=shortest - 1, on_bad="skip"))
+        train(_config(tiny_base / "llava", tiny_prefs, tmp_path / "run", max_length=shortest - 1, on_bad="skip"))
 
 
-def test_max_length_and_on_bad_are_validated(tmp_path, tiny_base, prefs):
+def test_max_length_and_on_bad_are_validated(tmp_path, tiny_base, tiny_prefs):
     with pytest.raises(UserError, match="on_bad"):
-        train(_config(tiny_base / "llava", prefs, tmp_path / "a", on_bad="truncate"))
+        train(_config(tiny_base / "llava", tiny_prefs, tmp_path / "a", on_bad="truncate"))
     with pytest.raises(UserError, match="max_length"):
-        train(_config(tiny_base / "llava", prefs, tmp_path / "b", max_length=-5))
+        train(_config(tiny_base / "llava", tiny_prefs, tmp_path / "b", max_length=-5))
 
 
-def test_a_max_length_above_every_record_changes_nothing(tmp_path, tiny_base, prefs, lengths):
+def test_a_max_length_above_every_record_changes_nothing(tmp_path, tiny_base, tiny_prefs, lengths):
     longest = max(max(c, r) for _, c, r in lengths)
     runs = {}
     for name, extra in {"plain": {}, "bounded": {"max_length": longest}}.items():
-        summary = train(_config(tiny_base / "llava", prefs, tmp_path / name, max_steps=2, **extra))
+        summary = train(_config(tiny_base / "llava", tiny_prefs, tmp_path / name, max_steps=2, **extra))
         rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         runs[name] = summary, [{k: v for k, v in row.items() if k not in ("tokens_per_s", "step_s")} for row in rows]
     assert runs["bounded"][0]["skipped_too_long"] == 0 and "skipped_too_long" not in runs["plain"][0]
@@ -166,12 +157,12 @@ def test_a_max_length_above_every_record_changes_nothing(tmp_path, tiny_base, pr
     assert runs["plain"][1][0]["loss"] == pytest.approx(0.6931, abs=1e-3)
 
 
-def test_the_cli_prints_the_skipped_count_and_the_refusal(tmp_path, tiny_base, prefs, lengths, capsys):
+def test_the_cli_prints_the_skipped_count_and_the_refusal(tmp_path, tiny_base, tiny_prefs, lengths, capsys):
     from vlalign.cli import main
 
     longest = max(max(c, r) for _, c, r in lengths)
     long = sum(max(c, r) > longest - 1 for _, c, r in lengths)
-    args = ["train", "--method", "dpo", "--model", str(tiny_base / "llava"), "--data", str(prefs),
+    args = ["train", "--method", "dpo", "--model", str(tiny_base / "llava"), "--data", str(tiny_prefs),
             "--set", "max_steps=1", "--set", "batch_size=2", "--set", f"max_length={longest - 1}"]
     assert main([*args, "--out", str(tmp_path / "refused")]) == 2
     err = capsys.readouterr().err

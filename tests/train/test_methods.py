@@ -18,16 +18,7 @@ from vlalign.train.model import prepare_policy
 from vlalign.train.reference import make_reference
 
 
-@pytest.fixture(scope="module")
-def prefs(tiny_world, tmp_path_factory):
-    from vlalign.generate.inject import InjectConfig, run_inject
-
-    out = tmp_path_factory.mktemp("prefs") / "prefs.jsonl"
-    run_inject(tiny_world, out, InjectConfig(limit=8))
-    return out
-
-
-def _setup(tiny_base: Path, prefs: Path, config: TrainConfig):
+def _setup(tiny_base: Path, tiny_prefs: Path, config: TrainConfig):
     vlm = load_vlm(tiny_base / "llava", dtype="float32", device="cpu")
     frozen = copy.deepcopy(vlm.model).eval().requires_grad_(False)
     policy = prepare_policy(vlm.model, config)
@@ -35,7 +26,7 @@ def _setup(tiny_base: Path, prefs: Path, config: TrainConfig):
     with torch.no_grad():
         for p in policy.model.language_model.parameters():
             p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    pairs = load_pairs(prefs)
+    pairs = load_pairs(tiny_prefs)
     reference = make_reference(config, policy, frozen, pairs, vlm, tiny_base / "llava", "cpu")
     rows = list(range(4))
     batch, _ = collate(pairs, vlm.processor, rows)
@@ -44,10 +35,10 @@ def _setup(tiny_base: Path, prefs: Path, config: TrainConfig):
 
 @pytest.mark.parametrize("detach", [False, True])
 @pytest.mark.parametrize("one_pass", [True, False])
-def test_tpo_with_the_clean_image_as_the_corrupted_one_is_dpo(tiny_base, prefs, detach, one_pass):
+def test_tpo_with_the_clean_image_as_the_corrupted_one_is_dpo(tiny_base, tiny_prefs, detach, one_pass):
     """s = 0 everywhere, so every c = a + 1/2 = 1: TPO's loss and gradients must be DPO's."""
     config = TrainConfig(method="tpo", beta=0.2, sft_weight=0.5, tpo=TPOConfig(detach_weights=detach, one_pass=one_pass))
-    policy, reference, batch, rows = _setup(tiny_base, prefs, config)
+    policy, reference, batch, rows = _setup(tiny_base, tiny_prefs, config)
     tpo = tpo_step(policy, reference, batch, rows, config, batch.pixel_values.clone())
     tpo.loss.backward()
     tpo_grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
@@ -61,9 +52,9 @@ def test_tpo_with_the_clean_image_as_the_corrupted_one_is_dpo(tiny_base, prefs, 
         torch.testing.assert_close(grad, dict(policy.named_parameters())[name].grad, rtol=1e-4, atol=1e-6)
 
 
-def test_tpo_with_a_corrupted_image_differs_from_dpo(tiny_base, prefs):
+def test_tpo_with_a_corrupted_image_differs_from_dpo(tiny_base, tiny_prefs):
     config = TrainConfig(method="tpo", beta=0.2)
-    policy, reference, batch, rows = _setup(tiny_base, prefs, config)
+    policy, reference, batch, rows = _setup(tiny_base, tiny_prefs, config)
     noisy = batch.pixel_values + torch.randn(batch.pixel_values.shape, generator=torch.Generator().manual_seed(0))
     tpo = tpo_step(policy, reference, batch, rows, config, noisy)
     dpo = dpo_step(policy, reference, batch, rows, config)
@@ -73,11 +64,11 @@ def test_tpo_with_a_corrupted_image_differs_from_dpo(tiny_base, prefs):
 
 
 @pytest.mark.parametrize("detach", [False, True])
-def test_tpo_in_one_batched_pass_equals_separate_passes(tiny_base, prefs, detach):
+def test_tpo_in_one_batched_pass_equals_separate_passes(tiny_base, tiny_prefs, detach):
     results = []
     for one_pass in (True, False):
         config = TrainConfig(method="tpo", beta=0.2, tpo=TPOConfig(detach_weights=detach, one_pass=one_pass))
-        policy, reference, batch, rows = _setup(tiny_base, prefs, config)
+        policy, reference, batch, rows = _setup(tiny_base, tiny_prefs, config)
         noisy = batch.pixel_values + torch.randn(batch.pixel_values.shape, generator=torch.Generator().manual_seed(0))
         out = tpo_step(policy, reference, batch, rows, config, noisy)
         out.loss.backward()
