@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     CLIPConfig,
-    CLIPImageProcessorPil,
     CLIPModel,
     CLIPProcessor,
     LlamaConfig,
@@ -23,6 +23,8 @@ from transformers import (
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
+
+from vlalign.models.tiny_parts import image_processor as backend_image_processor
 
 PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<s>", "</s>", "<unk>", "<image>"
 
@@ -122,10 +124,12 @@ def build_clip(tokenizer: PreTrainedTokenizerFast, sizes: TinySizes) -> CLIPMode
     return CLIPModel(config)
 
 
-def image_processor(sizes: TinySizes) -> CLIPImageProcessorPil:
-    """CLIP preprocessing (resize, centre crop, CLIP mean/std) at the world's image size."""
-    return CLIPImageProcessorPil(
-        size={"shortest_edge": sizes.image_size}, crop_size={"height": sizes.image_size, "width": sizes.image_size},
+def image_processor(sizes: TinySizes) -> Any:
+    """CLIP preprocessing (resize, centre crop, CLIP mean/std) at the world's image size, in the
+    backend (torchvision's or PIL's) that ``AutoProcessor`` reloads the saved directory with."""
+    return backend_image_processor(
+        "CLIPImageProcessor", size={"shortest_edge": sizes.image_size},
+        crop_size={"height": sizes.image_size, "width": sizes.image_size},
     )
 
 
