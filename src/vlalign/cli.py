@@ -282,10 +282,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_train_inputs(args, config)
     method = METHODS[config.method]
     quiet_transformers()
+    _stop_with_launcher()
+    main = int(os.environ.get("RANK", "0")) == 0  # under a launcher, one process draws and prints
     bar = None
 
     def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
         nonlocal bar
+        if not main or "loss" not in metrics:  # a step with nothing to train on has no loss
+            return
         if bar is None:
             bar = tqdm(total=total, initial=step - 1, desc=f"train {config.method}", unit="step", dynamic_ncols=True)
         bar.update(step - bar.n)
@@ -296,11 +300,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train(config, resume=args.resume, on_step=on_step)
     if bar is not None:
         bar.close()
+    if not main:
+        return 0
     what = "pairs" if method.reads_pairs else "prompts"
     print(f"{config.method}: {summary['steps']} steps on {summary['records']} {what}"
           + (f" ({summary['skipped_too_long']} skipped: longer than max_length)" if "skipped_too_long" in summary else "")
           + f"; model written to {config.out}/model, metrics in {config.out}/metrics.jsonl")
     return 0
+
+
+def _stop_with_launcher() -> None:
+    """Under ``accelerate launch`` / ``torchrun`` (``LOCAL_RANK`` set), end this worker when the
+    launcher that started it dies, even by SIGKILL, so no orphan holds the GPUs (Linux only)."""
+    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    if os.getppid() == 1:  # the launcher died before the call above
+        sys.exit(1)
 
 
 # train's flags that are shorthands for config fields: flag dest -> field

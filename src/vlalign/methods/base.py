@@ -7,7 +7,12 @@ global micro-batch count) runs, in this order, visibly:
 1. the **round phase** of an on-policy method: when :meth:`Method.round_of` gives a round the
    method has not begun, :meth:`Method.begin_round` samples, scores and saves it;
 2. :meth:`Method.loss`: the micro-batch's loss and metrics, from the prepared policy scorer and
-   the reference; ``None`` when the round has nothing left to train on.
+   the reference; ``None`` when the round has nothing left to train on (one process; with
+   several, a zero-weight stand-in, :attr:`StepOutput.empty`, keeps every process in step).
+
+With several processes, each takes its share of every global micro-batch, and a method's loss is
+normalised over the whole optimizer step (all micro-batches, all processes), so that N processes
+give the weights one process gives with the same global batch.
 """
 
 from __future__ import annotations
@@ -27,12 +32,17 @@ __all__ = ["Method", "Setup", "StepOutput", "dpo_metrics", "with_sft"]
 
 @dataclass
 class StepOutput:
-    """A micro-batch's loss (scalar, differentiable), its metrics, its token count and its record ids."""
+    """A micro-batch's loss (scalar, differentiable), its metrics, its token count and its record ids.
+
+    ``empty``: a stand-in with zero weight, for a process that has no share of its micro-batch, so
+    that every process runs the same backward passes (its metrics and tokens are not counted).
+    """
 
     loss: torch.Tensor
     metrics: dict[str, float]
     tokens: int = 0
     ids: list[str] = field(default_factory=list)
+    empty: bool = False
 
 
 def dpo_metrics(out: DPOOutput, prefix: str = "") -> dict[str, float]:
@@ -53,7 +63,8 @@ class Setup:
     """What the loop hands a method when the run starts.
 
     ``sampler`` generates with the current policy, unwrapped from any distributed wrapper (a
-    :class:`vlalign.models.load.LoadedVLM`); ``autocast`` is Accelerate's mixed-precision context.
+    :class:`vlalign.models.load.LoadedVLM`); ``autocast`` is Accelerate's mixed-precision context;
+    ``gather(value)`` returns ``value`` from every process, in process order (every process must call it).
     """
 
     config: Any  # vlalign.train.config.TrainConfig
@@ -68,6 +79,7 @@ class Setup:
     resume: bool = False
     process_index: int = 0
     num_processes: int = 1
+    gather: Callable[[Any], list[Any]] = lambda value: [value]
 
 
 class Method:

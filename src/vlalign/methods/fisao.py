@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from vlalign.data.datasets import EvalData, bound_pixels, open_data, open_image, pick_images
 from vlalign.errors import UserError
 from vlalign.io import atomic_dir, read_lines, write_json
-from vlalign.logps import PairLogps, collate_pairs, response_token_spans
+from vlalign.logps import PairLogps, collate_pairs, pair_logps, response_token_spans
 from vlalign.losses.fisao import (
     fisao_loss,
     rewards_to_go,
@@ -72,6 +72,7 @@ class FisaoSettings:
 
     rounds: int = 20
     prompts_per_round: int = 32  # images a round (per process)
+    sample_batch: int = 8  # images a sampling batch (each with its answers), seeded by (seed, round, batch)
     samples: int = 4  # answers per image
     epochs: int = 2  # passes over a round's answers
     clip: float = 0.2  # PPO's epsilon: the ratio pi / pi_old is clipped to [1 - clip, 1 + clip]
@@ -112,9 +113,9 @@ class FisaoSettings:
 
     def validate(self) -> None:
         if min(self.rounds, self.prompts_per_round, self.samples, self.epochs, self.max_new_tokens,
-               self.calibration_images) < 1:
-            raise ValueError("fisao: rounds, prompts_per_round, samples, epochs, max_new_tokens and "
-                             "calibration_images must be at least 1")
+               self.calibration_images, self.sample_batch) < 1:
+            raise ValueError("fisao: rounds, prompts_per_round, samples, epochs, max_new_tokens, "
+                             "calibration_images and sample_batch must be at least 1")
         if self.clip <= 0 or self.kl_coef < 0 or not 0 <= self.gamma <= 1:
             raise ValueError("fisao: need clip > 0, kl_coef >= 0 and gamma in [0, 1]")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
@@ -207,13 +208,14 @@ def decoding_config(config: Any, seed: int) -> DecodingConfig:
 
 def sample_answers(vlm: LoadedVLM, images: list[Image.Image], questions: list[str], config: Any,
                    seed: int) -> list[str]:
-    """``fisao.samples`` answers per image, image by image (answers to image i at ``[i*K, (i+1)*K)``)."""
+    """``fisao.samples`` answers per image, image by image (answers to image i at ``[i*K, (i+1)*K)``),
+    ``fisao.sample_batch`` images a generation batch."""
     k = config.fisao.samples
     was_training = vlm.model.training
     vlm.model.eval()
     try:
         return generate(vlm, [im for im in images for _ in range(k)], [q for q in questions for _ in range(k)],
-                        decoding_config(config, seed), batch_size=max(config.batch_size, k))
+                        decoding_config(config, seed), batch_size=config.fisao.sample_batch * k)
     finally:
         vlm.model.train(was_training)
 
@@ -344,23 +346,38 @@ class FiSAO(Method):
         self.rollout = self._load(round_) or self._make_rollout(policy, reference, round_)
 
     def _path(self, round_: int) -> Path:
-        rank = f".rank-{self.process_index}" if self.num_processes > 1 else ""
-        return self.out / "rollouts" / f"round-{round_:04d}{rank}"
+        return self.out / "rollouts" / f"round-{round_:04d}"
 
     # ---------------------------------------------------------------------------- rollouts
 
     @torch.no_grad()
     def _make_rollout(self, policy, reference, round_: int) -> Rollout:
-        config = self.config
+        """Sample, score and save round ``round_``'s rollout, the work split over the processes.
+
+        The round's images are cut into sampling batches of ``fisao.sample_batch`` images, batch
+        ``j`` seeded by (seed, round, j) and drawn by process ``j % processes``; each process scores
+        its own answers, and every process then holds the whole round. The answers therefore do
+        not depend on how many processes share the round, nor on ``batch_size``.
+        """
+        config, k = self.config, self.config.fisao.samples
         started = time.perf_counter()
         rows = micro_batch_rows(len(self.prompts), config.fisao.prompts_per_round * self.num_processes,
-                                config.seed, round_)[self.process_index::self.num_processes]
-        images = [bound_pixels(open_image(self.prompts[r].image), config.max_pixels) for r in rows]
-        questions = [self.prompts[r].prompt for r in rows]
-        answers = sample_answers(self.setup.sampler, images, questions, config, seed=derive_seed(config.seed, "samples", round_))
+                                config.seed, round_)
+        size = config.fisao.sample_batch
+        batches = [rows[s:s + size] for s in range(0, len(rows), size)]
+        mine, images = {}, {}  # batch index -> (answers, rewards, mention rows); image position -> image
+        for j in range(self.process_index, len(batches), self.num_processes):
+            batch_images, questions = self._images(batches[j]), [self.prompts[r].prompt for r in batches[j]]
+            images.update(enumerate(batch_images, start=j * size))
+            answers = sample_answers(self.setup.sampler, batch_images, questions, config,
+                                     seed=derive_seed(config.seed, "samples", round_, j))
+            mine[j] = (answers, *self._rewards(answers, batch_images, questions))
         sampled = time.perf_counter()
+        drawn = {j: part for parts in self.setup.gather(mine) for j, part in parts.items()}
+        answers = [a for j in range(len(batches)) for a in drawn[j][0]]
+        rewards = [r for j in range(len(batches)) for r in drawn[j][1]]
+        mention_rows = [m for j in range(len(batches)) for m in drawn[j][2]]
 
-        rewards, mention_rows = self._rewards(answers, images, questions)
         width = max(len(r) for r in rewards)
         mask = pad_rows([torch.ones(len(r)) for r in rewards], width).bool()
         mention_rewards = [m["reward"] for row in mention_rows for m in row]
@@ -374,31 +391,43 @@ class FiSAO(Method):
         pairs = self.round_pairs(len(rows), mention_rows, metrics)
         scored = time.perf_counter()
 
-        ref = [torch.zeros(len(r)) for r in rewards]
-        old = [torch.zeros(len(r)) for r in rewards] if self.scores_old_logps else None
-        distinct = list(dict.fromkeys(pairs))
+        # Each process scores the pairs of the images it sampled, with the unwrapped models (a
+        # distributed wrapper's forward would wait for the other processes).
+        distinct = [pair for pair in dict.fromkeys(pairs) if pair[0] // k in images]
+        questions = [self.prompts[r].prompt for r in rows]
+        logps: dict[str, dict[int, torch.Tensor]] = {"ref": {}, "old": {}}
         for start in range(0, len(distinct), self.pairs_per_micro):
             chunk = distinct[start:start + self.pairs_per_micro]
             batch = self._collate(chunk, answers, images, questions)
-            passes = [(ref, reference(batch, None, []))]
-            if old is not None:
-                passes.append((old, policy(batch)))
-            for target, logps in passes:
-                for side, (values, side_mask) in enumerate(((logps.chosen, logps.chosen_mask),
-                                                            (logps.rejected, logps.rejected_mask))):
+            passes = [("ref", reference(batch, None, []))]
+            if self.scores_old_logps:
+                passes.append(("old", pair_logps(self.setup.sampler.model, batch, adapter=self.setup.adapter)))
+            for name, scores in passes:
+                for side, (values, side_mask) in enumerate(((scores.chosen, scores.chosen_mask),
+                                                            (scores.rejected, scores.rejected_mask))):
                     for row, pair in enumerate(chunk):
                         scored_row = values[row][side_mask[row]].float().cpu()
                         if len(scored_row) != len(rewards[pair[side]]):
                             raise RuntimeError("token spans and scored tokens disagree; is the tokenizer fast?")
-                        target[pair[side]] = scored_row
+                        logps[name][pair[side]] = scored_row
+        for part in self.setup.gather(logps):
+            for name in logps:
+                logps[name].update(part[name])
         metrics["fisao/sample_s"] = sampled - started
         metrics["fisao/verifier_s"] = scored - sampled
         metrics["fisao/logps_s"] = time.perf_counter() - scored
 
-        rollout = Rollout(round_, rows, answers, pairs, pad_rows(ref, width), mask, metrics)
-        self.finish_rollout(rollout, old, rewards, mention_rows, width)
-        self._save(rollout, mention_rows)
+        def table(name: str) -> torch.Tensor:
+            return pad_rows([logps[name].get(a, torch.zeros(len(r))) for a, r in enumerate(rewards)], width)
+
+        rollout = Rollout(round_, rows, answers, pairs, table("ref"), mask, metrics)
+        self.finish_rollout(rollout, table("old") if self.scores_old_logps else None, rewards, mention_rows, width)
+        if self.process_index == 0:
+            self._save(rollout, mention_rows)
         return rollout
+
+    def _images(self, rows: list[int]) -> list[Image.Image]:
+        return [bound_pixels(open_image(self.prompts[r].image), self.config.max_pixels) for r in rows]
 
     def round_pairs(self, num_images: int, mention_rows: list[list[dict[str, Any]]],
                     metrics: dict[str, float]) -> list[tuple[int, int]]:
@@ -430,8 +459,9 @@ class FiSAO(Method):
                                   "score": by_category[m.category], "tokens": m.tokens} for m in mentions])
         return rewards, mention_rows
 
-    def _collate(self, chunk: list[tuple[int, int]], answers: list[str], images: list[Image.Image],
+    def _collate(self, chunk: list[tuple[int, int]], answers: list[str], images: dict[int, Image.Image],
                  questions: list[str]):
+        """The answer pairs ``chunk`` as a batch; ``images`` and ``questions`` by the round's image position."""
         k = self.config.fisao.samples
         return collate_pairs(self.processor, [images[a // k] for a, _ in chunk],
                              [questions[a // k] for a, _ in chunk], [answers[a] for a, _ in chunk],
@@ -463,28 +493,37 @@ class FiSAO(Method):
     # ---------------------------------------------------------------------------- micro-batches
 
     def chunk(self, index: int) -> list[tuple[int, int]]:
-        """The answer pairs of global micro-batch ``index`` (a seeded order of the round's pairs each epoch)."""
+        """The answer pairs of global micro-batch ``index``, all processes' shares (a seeded order of
+        the round's pairs each epoch, ``pairs_per_micro`` pairs a process)."""
         round_, within = divmod(index, self.micro_per_round)
         epoch, chunk_index = divmod(within, self.micro_per_epoch)
         ro = self.rollout
         if ro is None or ro.round != round_:
             raise RuntimeError(f"micro-batch {index} of round {round_} before the round began")
         order = torch.randperm(len(ro.pairs), generator=generator(self.config.seed, "order", round_, epoch)).tolist()
-        return [ro.pairs[p] for p in order[chunk_index * self.pairs_per_micro:(chunk_index + 1) * self.pairs_per_micro]]
+        size = self.pairs_per_micro * self.num_processes
+        return [ro.pairs[p] for p in order[chunk_index * size:(chunk_index + 1) * size]]
 
     def loss(self, policy, reference, index: int) -> StepOutput | None:
-        """The loss of global micro-batch ``index``, from the round's rollout (None: the round has no more pairs)."""
-        chunk = self.chunk(index)
-        if not chunk:
-            return None
+        """The loss of this process's share of global micro-batch ``index``, from the round's rollout.
+
+        With no pairs left for this process: None in a single process; with several, a stand-in
+        (a pair of the round, weight 0) so that every process runs the same backward passes.
+        """
+        everyone = self.chunk(index)
+        chunk = everyone[self.process_index::self.num_processes]
         ro, k = self.rollout, self.config.fisao.samples
+        stand_in = not chunk and self.num_processes > 1 and bool(ro.pairs)
+        if stand_in:
+            chunk = ro.pairs[:1]
+        elif not chunk:
+            return None
         images = {r: bound_pixels(open_image(self.prompts[ro.prompt_rows[r]].image), self.config.max_pixels)
                   for r in {a // k for a, _ in chunk}}
-        batch = collate_pairs(self.processor, [images[a // k] for a, _ in chunk],
-                              [self.prompts[ro.prompt_rows[a // k]].prompt for a, _ in chunk],
-                              [ro.answers[a] for a, _ in chunk], [ro.answers[b] for _, b in chunk],
-                              adapter=self.setup.adapter).to(self.device)
+        batch = self._collate(chunk, ro.answers, images, [self.prompts[r].prompt for r in ro.prompt_rows])
         result = self.micro_loss(policy(batch), chunk, ro, index)
+        if stand_in:
+            return StepOutput(result.loss * 0.0, {}, empty=True)
         result.tokens = int(batch.attention_mask.sum())
         result.ids = [f"{self.prompts[ro.prompt_rows[a // k]].id}#{a}" for a, _ in chunk]
         return result
@@ -494,20 +533,26 @@ class FiSAO(Method):
         mask = self.rollout.mask
         return sum(int(mask[a].sum()) + (int(mask[b].sum()) if a != b else 0) for a, b in chunk)
 
-    def step_share(self, index: int, chunk: list[tuple[int, int]]) -> float:
-        """The micro-batch's share of its optimizer step's tokens, times the step's micro-batches.
+    def loss_units(self, chunk: list[tuple[int, int]]) -> int:
+        """What a micro-batch's loss is a mean over: FiSAO's is a token mean."""
+        return self.scored_tokens(chunk)
 
-        The loop divides each micro-batch's loss by ``grad_accum``; scaling a token mean by this
-        makes the step's loss the token mean over the whole step, as one micro-batch of it would
-        be, so accumulation can be re-cut without changing the update (1 when ``grad_accum`` is 1).
+    def step_share(self, index: int, chunk: list[tuple[int, int]]) -> float:
+        """This process's share of its optimizer step's :meth:`loss_units` (all processes'), times the
+        step's micro-batches and processes.
+
+        The loss of each micro-batch is divided by ``grad_accum`` in backward and gradients are
+        averaged over the processes; scaling a micro-batch's mean by this makes the step's loss the
+        mean over the whole step, as one micro-batch of it in one process would be, so accumulation
+        and processes can be re-cut without changing the update, even when shares are uneven.
         """
-        accum = self.config.grad_accum
-        if accum == 1:
+        accum, processes = self.config.grad_accum, self.num_processes
+        if accum == 1 and processes == 1:
             return 1.0
         first = index // accum * accum
-        step_tokens = sum(self.scored_tokens(self.chunk(i)) for i in range(first, first + accum)
-                          if self.round_of(i) == self.rollout.round)
-        return self.scored_tokens(chunk) * accum / max(1, step_tokens)
+        step_units = sum(self.loss_units(self.chunk(i)) for i in range(first, first + accum)
+                         if self.round_of(i) == self.rollout.round)
+        return self.loss_units(chunk) * accum * processes / max(1, step_units)
 
     def micro_loss(self, pol: PairLogps, chunk: list[tuple[int, int]], ro: Rollout, index: int) -> StepOutput:
         """FiSAO's clipped objective on a micro-batch of answer pairs, with the policy's log-probs ``pol``."""

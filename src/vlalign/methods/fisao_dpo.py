@@ -61,4 +61,8 @@ class FiSAODPO(FiSAO):
         out = token_weighted_dpo_loss(pol.chosen, pol.rejected, ref_c, ref_r, pol.chosen_mask, pol.rejected_mask,
                                       w_c, w_r, beta=self.config.beta, label_smoothing=self.config.label_smoothing)
         loss = with_sft(out.loss, pol, self.config.sft_weight)
-        return StepOutput(loss, {"loss": loss.item(), **dpo_metrics(out), **ro.metrics})
+        return StepOutput(loss * self.step_share(index, chunk), {"loss": loss.item(), **dpo_metrics(out), **ro.metrics})
+
+    def loss_units(self, chunk: list[tuple[int, int]]) -> int:
+        """What a micro-batch's loss is a mean over: pairs, as DPO's."""
+        return len(chunk)

@@ -98,7 +98,8 @@ class PairMethod(Method):
         config = self.config
         if config.max_steps:
             return config.max_steps
-        per_epoch = max(1, len(self._pairs.records) // config.batch_size)
+        # an epoch is one pass over the records by all processes together
+        per_epoch = max(1, len(self._pairs.records) // (config.batch_size * self.setup.num_processes))
         return max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
 
     def loss(self, policy, reference, index: int) -> StepOutput:

@@ -87,7 +87,9 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
         raise UserError(f"{out}: exists and is not empty (pass --resume to continue a run there)")
     method_class = METHODS[config.method]
     held_out = load_pairs(config.eval_data, image_root, config.max_pixels) if config.eval_data else None
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard", project_dir=str(out))
+    # The scheduler steps once per optimizer step (Accelerate's default steps it once per process).
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard", project_dir=str(out),
+                              gradient_accumulation_steps=config.grad_accum, step_scheduler_with_optimizer=False)
     torch.manual_seed(config.seed)
     vlm = load_vlm(model_dir, dtype=weights_dtype(config), device="cpu", trust_remote_code=config.trust_remote_code,
                    for_training=True)
@@ -102,7 +104,8 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
     out.mkdir(parents=True, exist_ok=True)
     setup = Setup(config, Path(data), Path(image_root) if image_root else None, out, vlm.processor, adapter, device,
                   LoadedVLM(model, vlm.processor, vlm.family), accelerator.autocast, resume,
-                  accelerator.process_index, accelerator.num_processes)
+                  accelerator.process_index, accelerator.num_processes,
+                  lambda value: _all_processes(accelerator, value))
     method: Method = method_class(setup)
     total = method.total_steps()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
@@ -138,9 +141,9 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
     started, tokens, current_round = time.perf_counter(), 0, None
     try:
         while step < total:
-            metrics: dict[str, float] = {}
             step_started = time.perf_counter()
-            trained = 0
+            sums: dict[str, float] = {}
+            trained, failed = 0, None  # failed: (loss, record ids) of the first non-finite loss
             for micro in range(config.grad_accum):
                 index = step * config.grad_accum + micro
                 round_ = method.round_of(index)
@@ -148,29 +151,41 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
                     with accelerator.autocast():
                         method.begin_round(round_, policy, reference)
                     current_round = round_
-                with accelerator.autocast():
+                # Gradients are all-reduced on the step's last micro-batch only; the loss is divided
+                # by grad_accum in backward (by Accelerate, or by DeepSpeed's engine).
+                with accelerator.accumulate(policy), accelerator.autocast():
                     result = method.loss(policy, reference, index)
-                if result is None:  # the round has nothing left to train on
+                    if result is None:  # the round has nothing left to train on (one process only)
+                        continue
+                    if failed is None and not torch.isfinite(result.loss):
+                        failed = (result.loss.item(), result.ids)
+                    accelerator.backward(result.loss)
+                if result.empty:  # a stand-in that keeps this process in step with the others
                     continue
-                if not torch.isfinite(result.loss):
-                    if main:
-                        save_checkpoint(out, step, model, optimizer, scheduler)
-                    raise TrainingDiverged(f"loss is {result.loss.item()} at step {step + 1} (records "
-                                           f"{', '.join(result.ids)}); the last good state is saved in "
-                                           f"{out}/checkpoints/step-{step}")
-                accelerator.backward(result.loss / config.grad_accum)
                 tokens += result.tokens
                 trained += 1
                 for k, v in result.metrics.items():
-                    metrics[k] = metrics.get(k, 0.0) + v / config.grad_accum
-            if trained:
+                    sums[k] = sums.get(k, 0.0) + v
+            metrics = {k: v / trained for k, v in sums.items()} if trained else {}
+            every = _all_processes(accelerator, {"trained": trained, "failed": failed, "tokens": tokens,
+                                                 "metrics": metrics})
+            failures = [e["failed"] for e in every if e["failed"] is not None]
+            if failures:  # every process stops here, before the optimizer steps
+                if main:
+                    save_checkpoint(out, step, model, optimizer, scheduler)
+                accelerator.wait_for_everyone()
+                value, ids = failures[0]
+                raise TrainingDiverged(f"loss is {value} at step {step + 1} (records {', '.join(ids)}); the last "
+                                       f"good state is saved in {out}/checkpoints/step-{step}")
+            if any(e["trained"] for e in every):
+                metrics = _mean_metrics([e["metrics"] for e in every])
                 metrics["grad_norm"] = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
                 optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             metrics["lr"] = scheduler.get_last_lr()[0]
-            metrics["tokens_per_s"] = tokens / (time.perf_counter() - started)
+            metrics["tokens_per_s"] = sum(e["tokens"] for e in every) / (time.perf_counter() - started)
             metrics["step_s"] = time.perf_counter() - step_started
             if step % config.log_every == 0 or step == total:
                 log.write(json.dumps({"step": step, **metrics}) + "\n")
@@ -192,6 +207,21 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
         log.close()
         accelerator.end_training()
     return {"steps": step, "out": str(out), **method.summary()}
+
+
+def _all_processes(accelerator, value: Any) -> list[Any]:
+    """``value`` from every process, in process order (``[value]`` in a single process)."""
+    if accelerator.num_processes == 1:
+        return [value]
+    from accelerate.utils import gather_object
+
+    return gather_object([value])
+
+
+def _mean_metrics(per_process: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the processes that trained this step (each a mean over its micro-batches)."""
+    keys = dict.fromkeys(k for metrics in per_process for k in metrics)
+    return {k: sum(m[k] for m in per_process if k in m) / sum(k in m for m in per_process) for k in keys}
 
 
 def _truncate_log(path: Path, step: int) -> None:
