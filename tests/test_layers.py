@@ -17,7 +17,7 @@ PACKAGE = Path(vlalign.__file__).parent
 
 # Lowest first. A module's layer is that of the longest prefix listed.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "io", "lazy", "config", "seeding", "version", "data", "text", "models"),  # foundation
+    ("errors", "io", "lazy", "config", "seeding", "processes", "version", "data", "text", "models"),  # foundation
     ("logps", "losses", "rewards"),  # math: the scorer, losses, rewards
     ("methods",),  # one plug-in per method
     ("train", "eval", "generate"),  # orchestration

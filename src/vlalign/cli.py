@@ -89,8 +89,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from vlalign.recipes import list_recipes
+    from vlalign.recipes import launch_config, list_recipes
 
+    if args.launch:
+        print(launch_config(args.launch))
+        return 0
     recipes = list_recipes(args.kind)
     width = max(len(r.name) for r in recipes)
     for recipe in recipes:
@@ -582,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("recipes", help="the shipped recipes (--config names): each one's name and its command")
     rec.add_argument("--kind", choices=("train", "world", "eval"), help="only this kind of recipes (default: all)")
+    rec.add_argument("--launch", metavar="NAME", help="print the path of a shipped DeepSpeed config (zero2, zero3, "
+                     "zero3_offload) for accelerate launch --deepspeed_config_file")
     rec.set_defaults(func=cmd_recipes)
 
     add_demo_parser(sub)

@@ -23,7 +23,7 @@ def fixed_calibration(monkeypatch):
     """The tiny world's 3-step CLIP separates nothing: give the rewards a fixed, known calibration."""
     import vlalign.methods.fisao as fisao
 
-    monkeypatch.setattr(fisao, "calibrate_rewards", lambda vlm, verifier, data, config: (
+    monkeypatch.setattr(fisao, "calibrate_rewards", lambda vlm, verifier, data, config, processes=None: (
         Calibration(0.2, -0.2, 5, 5, 0.75, config.fisao.patch_level), {"split": data.split}))
 
 

@@ -1,12 +1,17 @@
-"""Two real processes over gloo equal one process with the same global batch, for every method.
+"""Two real processes over gloo equal one process with the same global batch, for every method and engine.
 
 On a CPU, two processes are ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2``
 (``--cpu --num_processes 2`` starts only one). Each two-process run is compared with one process
 run in this test's own process: batch B x accumulation A x 2 processes against batch 2AB x 1 x 1.
+
+DeepSpeed runs its CPU accelerator here (``DS_ACCELERATOR=cpu``); ``ACCELERATE_USE_CPU`` must not be
+set then, or Accelerate drops DeepSpeed. The shipped configs are used, ZeRO-3's persistence
+threshold at 0 so that the tiny model is really partitioned (its tensors are all below the default).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -20,8 +25,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText
 
 from vlalign.config import load_config
+from vlalign.recipes import launch_config
 from vlalign.train.config import TrainConfig
 from vlalign.train.loop import train
 
@@ -146,8 +153,9 @@ def workers_of(out: Path) -> list[int]:
 
 def test_a_killed_launcher_stops_its_workers_and_the_run_resumes(tmp_path, tiny_world, tiny_base, tiny_prefs,
                                                                   calibration):
-    pairs = [p for p in settings("tpo", 2, tiny_world, tiny_base, tiny_prefs, calibration) if not p.startswith(
-        ("save_every", "epochs"))] + ["max_steps=4", "save_every=1"]
+    # long enough that it is still running when the launcher is killed, just after step 2's checkpoint
+    pairs = [p for p in settings("dpo", 2, tiny_world, tiny_base, tiny_prefs, calibration) if not p.startswith(
+        ("save_every", "epochs"))] + ["max_steps=30", "save_every=2"]
     out = tmp_path / "two"
     launcher = subprocess.Popen(launch_command(as_args(pairs), out), env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
@@ -168,8 +176,61 @@ def test_a_killed_launcher_stops_its_workers_and_the_run_resumes(tmp_path, tiny_
 
     proc = launch([*as_args(pairs), "--resume"], out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert logged_steps(out) == [1, 2, 3, 4]
-    one = [p for p in settings("tpo", 1, tiny_world, tiny_base, tiny_prefs, calibration) if not p.startswith(
-        ("save_every", "epochs"))] + ["max_steps=4", "save_every=0"]
+    assert logged_steps(out) == list(range(1, 31))
+    one = [p for p in settings("dpo", 1, tiny_world, tiny_base, tiny_prefs, calibration) if not p.startswith(
+        ("save_every", "epochs"))] + ["max_steps=30", "save_every=0"]
     one_process(one, tmp_path / "one")
     assert_same_weights(out, tmp_path / "one")
+
+
+DEEPSPEED_ENV = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"} | {
+    "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def deepspeed_command(args: list[str], out: Path, config: Path) -> list[str]:
+    command = launch_command(args, out)
+    at = command.index("--multi_gpu")
+    return command[:at] + ["--use_deepspeed", "--deepspeed_config_file", str(config)] + command[at + 1:]
+
+
+def stage_config(stage: int, tmp_path: Path) -> Path:
+    ds = json.loads(launch_config(f"zero{stage}").read_text())
+    if stage == 3:
+        ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    path = tmp_path / f"zero{stage}.json"
+    path.write_text(json.dumps(ds))
+    return path
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed")
+@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("method", ["dpo", "tpo"])
+def test_zero_over_two_processes_equals_one(tmp_path, tiny_world, tiny_base, tiny_prefs, method, stage):
+    pairs = [p for p in settings(method, 2, tiny_world, tiny_base, tiny_prefs, "") if not p.startswith("save_every")]
+    pairs += ["save_every=1", "reference=copy"]
+    out = tmp_path / f"zero{stage}"
+    proc = subprocess.run(deepspeed_command(as_args(pairs), out, stage_config(stage, tmp_path)), capture_output=True,
+                          text=True, timeout=420, env=DEEPSPEED_ENV, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DEEPSPEED" in proc.stderr or (out / "checkpoints" / "step-1" / "pytorch_model").is_dir()
+    one_process([p for p in settings(method, 1, tiny_world, tiny_base, tiny_prefs, "")] + ["reference=copy"],
+                tmp_path / "one")
+    assert logged_steps(out) == logged_steps(tmp_path / "one") == [1, 2]
+    assert_same_weights(out, tmp_path / "one")
+    # the saved model is whole: it reloads with transformers, every tensor with its elements
+    reloaded = AutoModelForImageTextToText.from_pretrained(out / "model").state_dict()
+    base = AutoModelForImageTextToText.from_pretrained(tmp_path / "one" / "model").state_dict()
+    assert reloaded.keys() == base.keys()
+    for name, tensor in base.items():
+        assert reloaded[name].numel() == tensor.numel() > 0
+        torch.testing.assert_close(reloaded[name], tensor, rtol=0, atol=1e-5)
+    if stage == 3 and method == "dpo":  # resumed from step 1's partitions: the same end
+        whole = weights(out)
+        shutil.rmtree(out / "checkpoints" / "step-2")
+        shutil.rmtree(out / "model")
+        proc = subprocess.run(deepspeed_command([*as_args(pairs), "--resume"], out, stage_config(stage, tmp_path)),
+                              capture_output=True, text=True, timeout=420, env=DEEPSPEED_ENV, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert logged_steps(out) == [1, 2]
+        for name, tensor in weights(out).items():
+            torch.testing.assert_close(tensor, whole[name], rtol=0, atol=1e-7)

@@ -36,7 +36,7 @@ def fixed_calibration(monkeypatch):
     """The tiny world's 3-step CLIP separates nothing: give the rewards a fixed, known calibration."""
     import vlalign.methods.fisao as fisao
 
-    def calibrate(vlm, verifier, data, config):
+    def calibrate(vlm, verifier, data, config, processes=None):
         return Calibration(0.2, -0.2, 5, 5, 0.75, config.fisao.patch_level), {"split": data.split}
 
     monkeypatch.setattr(fisao, "calibrate_rewards", calibrate)

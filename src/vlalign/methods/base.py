@@ -26,6 +26,7 @@ import torch
 
 from vlalign.logps import PairLogps
 from vlalign.losses.dpo import DPOOutput, sft_loss
+from vlalign.processes import ALONE, Processes
 
 __all__ = ["Method", "Setup", "StepOutput", "dpo_metrics", "with_sft"]
 
@@ -64,7 +65,7 @@ class Setup:
 
     ``sampler`` generates with the current policy, unwrapped from any distributed wrapper (a
     :class:`vlalign.models.load.LoadedVLM`); ``autocast`` is Accelerate's mixed-precision context;
-    ``gather(value)`` returns ``value`` from every process, in process order (every process must call it).
+    ``processes`` says which process this is and gathers values from all of them.
     """
 
     config: Any  # vlalign.train.config.TrainConfig
@@ -77,9 +78,7 @@ class Setup:
     sampler: Any
     autocast: Callable[[], Any]
     resume: bool = False
-    process_index: int = 0
-    num_processes: int = 1
-    gather: Callable[[Any], list[Any]] = lambda value: [value]
+    processes: Processes = ALONE
 
 
 class Method:

@@ -48,6 +48,7 @@ from vlalign.methods.base import Method, StepOutput
 from vlalign.models.generation import DecodingConfig, chat_prompt, generate
 from vlalign.models.load import LoadedVLM
 from vlalign.models.verifier import Verifier
+from vlalign.processes import ALONE, Processes
 from vlalign.rewards.verifier import (
     Calibration,
     calibrate,
@@ -127,12 +128,13 @@ class FisaoSettings:
 
 
 def fisao_setup(policy: LoadedVLM, prompts_source: str | Path, config: Any, out: Path,
-                device, resume: bool) -> tuple[Verifier, Calibration, Vocabulary]:
+                device, resume: bool, processes: Processes = ALONE) -> tuple[Verifier, Calibration, Vocabulary]:
     """The verifier, the reward calibration and the object vocabulary of a FiSAO run.
 
-    The calibration is measured with ``policy`` (the starting model) on the held-out split,
-    unless ``fisao.calibration`` is a file or the run being resumed has one; it is written to
-    ``out/calibration.json`` (with ``calibration_summary.json`` when measured).
+    The calibration is measured with ``policy`` (the starting model) on the held-out split, the
+    work shared among the processes, unless ``fisao.calibration`` is a file or the run being
+    resumed has one; the main process writes it to ``out/calibration.json`` (with
+    ``calibration_summary.json`` when measured).
     """
     settings = config.fisao
     verifier = Verifier.load(settings.verifier, device=device, patch_level=settings.patch_level)
@@ -150,12 +152,14 @@ def fisao_setup(policy: LoadedVLM, prompts_source: str | Path, config: Any, out:
     elif data is None:
         calibration = Calibration.load(given)
     else:
-        calibration, summary = calibrate_rewards(policy, verifier, data, config)
-        write_json(out / "calibration_summary.json", {**calibration.to_dict(), **summary}, indent=1)
+        calibration, summary = calibrate_rewards(policy, verifier, data, config, processes)
+        if processes.is_main:
+            write_json(out / "calibration_summary.json", {**calibration.to_dict(), **summary}, indent=1)
     if calibration.patch_level != config.fisao.patch_level:
         raise UserError(f"{given}: calibrated with patch_level={calibration.patch_level}, but this run "
                         f"scores with fisao.patch_level={config.fisao.patch_level}")
-    calibration.save(path)
+    if processes.is_main:
+        calibration.save(path)
     return verifier, calibration, vocab
 
 
@@ -220,27 +224,34 @@ def sample_answers(vlm: LoadedVLM, images: list[Image.Image], questions: list[st
         vlm.model.train(was_training)
 
 
-def calibrate_rewards(vlm: LoadedVLM, verifier: Verifier, data: EvalData, config: Any) -> tuple[Calibration, dict]:
+def calibrate_rewards(vlm: LoadedVLM, verifier: Verifier, data: EvalData, config: Any,
+                      processes: Processes = ALONE) -> tuple[Calibration, dict]:
     """The verifier's mean score of correct and of hallucinated mentions in the policy's own answers.
 
     ``fisao.calibration_images`` images of ``data`` (a held-out split with ground truth: CHAIR's,
-    annotations plus reference-caption objects), ``fisao.samples`` sampled answers each. Returns
-    the calibration and a summary (counts, AUC, the image ids).
+    annotations plus reference-caption objects), ``fisao.samples`` sampled answers each, in
+    batches of ``fisao.sample_batch`` images seeded by their position and shared among the
+    processes. Returns the calibration and a summary (counts, AUC, the image ids).
     """
     if data.captions is None:
         raise UserError(f"{data.root}: the calibration split {data.split} has no captions file")
     truth = ground_truth(data.instances, data.captions, data.vocab)
     ids = pick_images(list(data.files), config.fisao.calibration_images, config.seed)
-    images = [bound_pixels(data.image(i), config.max_pixels) for i in ids]
-    answers = sample_answers(vlm, images, [config.fisao.prompt] * len(ids), config, seed=derive_seed(config.seed, "calibration"))
-    finder = object_finder(data.vocab)
-    k = config.fisao.samples
-    mentions = [[m.category for m in finder(a)] for a in answers]
-    scores = verifier.score([images[s // k] for s in range(len(answers))], mentions)
-    flat_scores = [v for row in scores for v in row]
+    finder, k, size = object_finder(data.vocab), config.fisao.samples, config.fisao.sample_batch
+    batches = [ids[s:s + size] for s in range(0, len(ids), size)]
+    mine = {}  # batch index -> (mentions, scores) of its answers
+    for j in range(processes.index, len(batches), processes.count):
+        images = [bound_pixels(data.image(i), config.max_pixels) for i in batches[j]]
+        answers = sample_answers(vlm, images, [config.fisao.prompt] * len(images), config,
+                                 seed=derive_seed(config.seed, "calibration", j))
+        mentions = [[m.category for m in finder(a)] for a in answers]
+        mine[j] = (mentions, verifier.score([images[s // k] for s in range(len(answers))], mentions))
+    drawn = {j: part for parts in processes.gather(mine) for j, part in parts.items()}
+    mentions = [row for j in range(len(batches)) for row in drawn[j][0]]
+    flat_scores = [v for j in range(len(batches)) for row in drawn[j][1] for v in row]
     correct = [c in truth[ids[s // k]] for s, row in enumerate(mentions) for c in row]
     calibration = calibrate(flat_scores, correct, config.fisao.patch_level)
-    return calibration, {"split": data.split, "image_ids": ids, "answers": len(answers), "mentions": len(correct)}
+    return calibration, {"split": data.split, "image_ids": ids, "answers": len(mentions), "mentions": len(correct)}
 
 
 @dataclass
@@ -305,10 +316,10 @@ class FiSAO(Method):
         self.prompts = load_prompts(setup.data, config.fisao.prompts_split, config.fisao.prompt, setup.image_root)
         with setup.autocast():  # under LoRA + bf16 the frozen weights are bf16, the trainable fp32
             self.verifier, self.calibration, vocab = fisao_setup(setup.sampler, setup.data, config, setup.out,
-                                                                 setup.device, setup.resume)
+                                                                 setup.device, setup.resume, setup.processes)
         self.finder = object_finder(vocab)
         self.processor, self.out, self.device = setup.processor, setup.out, setup.device
-        self.process_index, self.num_processes = setup.process_index, setup.num_processes
+        self.processes = setup.processes
         self.pairs_per_round, self.pairs_per_micro, self.micro_per_epoch = self.layout(config)
         self.micro_per_round = config.fisao.epochs * self.micro_per_epoch
         self.rollout: Rollout | None = None
@@ -361,19 +372,19 @@ class FiSAO(Method):
         """
         config, k = self.config, self.config.fisao.samples
         started = time.perf_counter()
-        rows = micro_batch_rows(len(self.prompts), config.fisao.prompts_per_round * self.num_processes,
+        rows = micro_batch_rows(len(self.prompts), config.fisao.prompts_per_round * self.processes.count,
                                 config.seed, round_)
         size = config.fisao.sample_batch
         batches = [rows[s:s + size] for s in range(0, len(rows), size)]
         mine, images = {}, {}  # batch index -> (answers, rewards, mention rows); image position -> image
-        for j in range(self.process_index, len(batches), self.num_processes):
+        for j in range(self.processes.index, len(batches), self.processes.count):
             batch_images, questions = self._images(batches[j]), [self.prompts[r].prompt for r in batches[j]]
             images.update(enumerate(batch_images, start=j * size))
             answers = sample_answers(self.setup.sampler, batch_images, questions, config,
                                      seed=derive_seed(config.seed, "samples", round_, j))
             mine[j] = (answers, *self._rewards(answers, batch_images, questions))
         sampled = time.perf_counter()
-        drawn = {j: part for parts in self.setup.gather(mine) for j, part in parts.items()}
+        drawn = {j: part for parts in self.processes.gather(mine) for j, part in parts.items()}
         answers = [a for j in range(len(batches)) for a in drawn[j][0]]
         rewards = [r for j in range(len(batches)) for r in drawn[j][1]]
         mention_rows = [m for j in range(len(batches)) for m in drawn[j][2]]
@@ -391,13 +402,22 @@ class FiSAO(Method):
         pairs = self.round_pairs(len(rows), mention_rows, metrics)
         scored = time.perf_counter()
 
-        # Each process scores the pairs of the images it sampled, with the unwrapped models (a
-        # distributed wrapper's forward would wait for the other processes).
-        distinct = [pair for pair in dict.fromkeys(pairs) if pair[0] // k in images]
+        # Each process scores the pairs of the images it sampled, no gradients needed, so with the
+        # unwrapped models; all make as many calls (a sharded model's forward is a collective).
+        def owner(pair: tuple[int, int]) -> int:  # the process that sampled the pair's image
+            return pair[0] // k // size % self.processes.count
+
+        distinct = list(dict.fromkeys(pairs))
+        per_micro = self.pairs_per_micro
+        chunks = math.ceil(max(sum(owner(p) == q for p in distinct) for q in range(self.processes.count)) / per_micro)
+        distinct = [pair for pair in distinct if owner(pair) == self.processes.index]
         questions = [self.prompts[r].prompt for r in rows]
         logps: dict[str, dict[int, torch.Tensor]] = {"ref": {}, "old": {}}
-        for start in range(0, len(distinct), self.pairs_per_micro):
-            chunk = distinct[start:start + self.pairs_per_micro]
+        for c in range(chunks):
+            own = c * per_micro < len(distinct)  # else a repeat whose scores are dropped
+            chunk = distinct[c * per_micro:(c + 1) * per_micro] if own else (distinct or pairs)[:1]
+            if chunk[0][0] // k not in images:
+                images[chunk[0][0] // k] = self._images([rows[chunk[0][0] // k]])[0]
             batch = self._collate(chunk, answers, images, questions)
             passes = [("ref", reference(batch, None, []))]
             if self.scores_old_logps:
@@ -405,12 +425,12 @@ class FiSAO(Method):
             for name, scores in passes:
                 for side, (values, side_mask) in enumerate(((scores.chosen, scores.chosen_mask),
                                                             (scores.rejected, scores.rejected_mask))):
-                    for row, pair in enumerate(chunk):
+                    for row, pair in enumerate(chunk if own else []):
                         scored_row = values[row][side_mask[row]].float().cpu()
                         if len(scored_row) != len(rewards[pair[side]]):
                             raise RuntimeError("token spans and scored tokens disagree; is the tokenizer fast?")
                         logps[name][pair[side]] = scored_row
-        for part in self.setup.gather(logps):
+        for part in self.processes.gather(logps):
             for name in logps:
                 logps[name].update(part[name])
         metrics["fisao/sample_s"] = sampled - started
@@ -422,7 +442,7 @@ class FiSAO(Method):
 
         rollout = Rollout(round_, rows, answers, pairs, table("ref"), mask, metrics)
         self.finish_rollout(rollout, table("old") if self.scores_old_logps else None, rewards, mention_rows, width)
-        if self.process_index == 0:
+        if self.processes.is_main:
             self._save(rollout, mention_rows)
         return rollout
 
@@ -501,7 +521,7 @@ class FiSAO(Method):
         if ro is None or ro.round != round_:
             raise RuntimeError(f"micro-batch {index} of round {round_} before the round began")
         order = torch.randperm(len(ro.pairs), generator=generator(self.config.seed, "order", round_, epoch)).tolist()
-        size = self.pairs_per_micro * self.num_processes
+        size = self.pairs_per_micro * self.processes.count
         return [ro.pairs[p] for p in order[chunk_index * size:(chunk_index + 1) * size]]
 
     def loss(self, policy, reference, index: int) -> StepOutput | None:
@@ -511,9 +531,9 @@ class FiSAO(Method):
         (a pair of the round, weight 0) so that every process runs the same backward passes.
         """
         everyone = self.chunk(index)
-        chunk = everyone[self.process_index::self.num_processes]
+        chunk = everyone[self.processes.index::self.processes.count]
         ro, k = self.rollout, self.config.fisao.samples
-        stand_in = not chunk and self.num_processes > 1 and bool(ro.pairs)
+        stand_in = not chunk and self.processes.count > 1 and bool(ro.pairs)
         if stand_in:
             chunk = ro.pairs[:1]
         elif not chunk:
@@ -546,7 +566,7 @@ class FiSAO(Method):
         mean over the whole step, as one micro-batch of it in one process would be, so accumulation
         and processes can be re-cut without changing the update, even when shares are uneven.
         """
-        accum, processes = self.config.grad_accum, self.num_processes
+        accum, processes = self.config.grad_accum, self.processes.count
         if accum == 1 and processes == 1:
             return 1.0
         first = index // accum * accum

@@ -19,7 +19,8 @@ __all__ = ["CorruptingPairMethod", "PairMethod", "collate", "row_lengths", "with
 
 
 def collate(pairs: Pairs, processor, rows: list[int], adapter=None) -> tuple[PairBatch, list]:
-    """The records ``rows`` of ``pairs`` as a :class:`PairBatch`, and their images (POVID and TPO corrupt them)."""
+    """The records ``rows`` of ``pairs`` as a :class:`PairBatch`, and their images, one list per record
+    in prompt order (POVID and TPO corrupt them)."""
     images = pairs.images(rows)
     records = [pairs.records[r] for r in rows]
     batch = collate_pairs(processor, images, [r.prompt for r in records], [r.chosen for r in records],
@@ -99,13 +100,14 @@ class PairMethod(Method):
         if config.max_steps:
             return config.max_steps
         # an epoch is one pass over the records by all processes together
-        per_epoch = max(1, len(self._pairs.records) // (config.batch_size * self.setup.num_processes))
+        per_epoch = max(1, len(self._pairs.records) // (config.batch_size * self.setup.processes.count))
         return max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
 
     def loss(self, policy, reference, index: int) -> StepOutput:
         config, setup = self.config, self.setup
-        rows = micro_batch_rows(len(self._pairs.records), config.batch_size * setup.num_processes, config.seed,
-                                index)[setup.process_index::setup.num_processes]
+        processes = setup.processes
+        rows = micro_batch_rows(len(self._pairs.records), config.batch_size * processes.count, config.seed,
+                                index)[processes.index::processes.count]
         batch, images = collate(self._pairs, setup.processor, rows, setup.adapter)
         result = self.step(policy, reference, batch.to(setup.device), rows, images, index // config.grad_accum)
         result.tokens = int(batch.attention_mask.sum())

@@ -8,6 +8,11 @@ read a YAML file of their own config's fields (none is shipped). Its name is its
 its kind's folder without ``.yaml``. The first line of every recipe is a comment with the command
 that runs it by name (a line ending in ``\\`` continues on the next comment line);
 ``vlalign recipes`` lists them. What each was measured to do is in ``docs/recipes.md``.
+
+``launch/`` holds DeepSpeed configs for ``accelerate launch --deepspeed_config_file`` (JSON, so
+no header: ``docs/scaling.md`` has the command of each); ``vlalign recipes --launch NAME``
+prints one's path. Their batch, accumulation, clipping and precision are ``auto``: vlalign's
+train config fills them in.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from pathlib import Path
 
 from vlalign.errors import UserError
 
-__all__ = ["KINDS", "ROOT", "Recipe", "header_command", "list_recipes", "resolve_recipe"]
+__all__ = ["KINDS", "ROOT", "Recipe", "header_command", "launch_config", "launch_configs", "list_recipes",
+           "resolve_recipe"]
 
 ROOT = Path(__file__).resolve().parent
 KINDS = ("train", "world", "eval", "generate", "inspect")
@@ -78,3 +84,16 @@ def resolve_recipe(name_or_path: str | Path, kind: str) -> Path:
     names = ", ".join(r.name for r in list_recipes(kind))
     shipped = f"the {kind} recipes are {names} (vlalign recipes)" if names else f"no {kind} recipe is shipped"
     raise UserError(f"{name_or_path}: neither a file nor a {kind} recipe; {shipped}")
+
+
+def launch_configs() -> list[str]:
+    """Names of the shipped DeepSpeed configs (``zero2``, ``zero3``, ...)."""
+    return sorted(p.stem for p in (ROOT / "launch").glob("*.json"))
+
+
+def launch_config(name: str) -> Path:
+    """The shipped DeepSpeed config ``name`` (".json" optional)."""
+    path = ROOT / "launch" / f"{name.removesuffix('.json')}.json"
+    if not path.is_file():
+        raise UserError(f"{name}: no such launch config; the shipped ones are {', '.join(launch_configs())}")
+    return path

@@ -9,7 +9,6 @@ killed and resumed ends where an uninterrupted one does. Outputs (``out/``): ``c
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -27,8 +26,10 @@ from vlalign.logps import Scorer
 from vlalign.methods import METHODS, Method, Setup, collate, dpo_step
 from vlalign.models.adapters import adapter_for
 from vlalign.models.load import LoadedVLM, load_vlm
+from vlalign.processes import ALONE, Processes
 from vlalign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlalign.train.config import TrainConfig
+from vlalign.train.engines import start_engine
 from vlalign.train.model import prepare_policy, weights_dtype
 from vlalign.train.reference import make_reference
 
@@ -55,17 +56,20 @@ def _schedule(config: TrainConfig, total: int) -> Callable[[int], float]:
 
 
 @torch.no_grad()
-def evaluate_pairs(policy, reference, vlm, pairs: Pairs, config: TrainConfig, device) -> dict[str, float]:
-    """Mean DPO loss, reward margin and accuracy over ``pairs`` (in file order); ``policy`` is a scorer."""
+def evaluate_pairs(scorer, reference, vlm, pairs: Pairs, config: TrainConfig, device,
+                   processes: Processes = ALONE) -> dict[str, float]:
+    """Mean DPO loss, reward margin and accuracy over ``pairs``' batches (in file order), the batches
+    shared among the processes; ``scorer`` is the unwrapped policy scorer."""
+    batches = list(pairs.in_order(config.batch_size))
     sums: dict[str, float] = {}
-    batches = 0
-    for rows in pairs.in_order(config.batch_size):
+    for b, real in processes.share(len(batches)):
+        rows = batches[b]
         batch, _ = collate(pairs, vlm.processor, rows, adapter_for(vlm.family))
-        out = dpo_step(policy, reference, batch.to(device), rows, config)
+        out = dpo_step(scorer, reference, batch.to(device), rows, config)
         for k, v in out.metrics.items():
-            sums[k] = sums.get(k, 0.0) + v
-        batches += 1
-    return {f"eval/{k}": v / batches for k, v in sums.items()}
+            sums[k] = sums.get(k, 0.0) + (v if real else 0.0)
+    totals = processes.gather(sums)
+    return {f"eval/{k}": sum(t[k] for t in totals) / len(batches) for k in sums}
 
 
 def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | None = None) -> dict[str, Any]:
@@ -74,7 +78,6 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
     ``config.data`` is what the method trains on: preference records, or for FiSAO the prompts
     (:func:`vlalign.methods.load_prompts`), with what else it reads in ``config.fisao``.
     """
-    from accelerate import Accelerator
 
     try:
         config.validate()
@@ -87,14 +90,22 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
         raise UserError(f"{out}: exists and is not empty (pass --resume to continue a run there)")
     method_class = METHODS[config.method]
     held_out = load_pairs(config.eval_data, image_root, config.max_pixels) if config.eval_data else None
-    # The scheduler steps once per optimizer step (Accelerate's default steps it once per process).
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard", project_dir=str(out),
-                              gradient_accumulation_steps=config.grad_accum, step_scheduler_with_optimizer=False)
+    engine = start_engine(config, out)
+    if engine.zero3 and not method_class.reads_pairs:
+        raise UserError(f"--method {config.method} samples from the policy, which ZeRO-3 partitions; sampling "
+                        "there is not supported yet: use ZeRO-2 or DDP (docs/scaling.md)")
+    accelerator = engine.accelerator
+    processes = Processes(accelerator.process_index, accelerator.num_processes,
+                          lambda value: _all_processes(accelerator, value))
     torch.manual_seed(config.seed)
-    vlm = load_vlm(model_dir, dtype=weights_dtype(config), device="cpu", trust_remote_code=config.trust_remote_code,
-                   for_training=True)
+
+    def load():
+        return load_vlm(model_dir, dtype=weights_dtype(config), device=engine.load_device(),
+                        trust_remote_code=config.trust_remote_code, for_training=True)
+
+    vlm = load()
     adapter = adapter_for(vlm.model)
-    frozen = copy.deepcopy(vlm.model).eval().requires_grad_(False) if config.resolved_reference() == "copy" else None
+    frozen = engine.frozen_reference(vlm.model, lambda: load().model) if config.resolved_reference() == "copy" else None
     # On its device before the method's setup, which may sample with it (FiSAO's calibration).
     scorer = Scorer(prepare_policy(vlm.model, config), adapter).to(accelerator.device)
     params = [p for p in scorer.parameters() if p.requires_grad]
@@ -104,24 +115,23 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
     out.mkdir(parents=True, exist_ok=True)
     setup = Setup(config, Path(data), Path(image_root) if image_root else None, out, vlm.processor, adapter, device,
                   LoadedVLM(model, vlm.processor, vlm.family), accelerator.autocast, resume,
-                  accelerator.process_index, accelerator.num_processes,
-                  lambda value: _all_processes(accelerator, value))
+                  processes)
     method: Method = method_class(setup)
     total = method.total_steps()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
     policy, optimizer, scheduler = accelerator.prepare(scorer, optimizer, scheduler)
     if frozen is not None:
-        frozen.to(device)
-    reference = make_reference(config, model, frozen, method.pairs, vlm, model_dir, device, adapter)
+        frozen = engine.place_reference(Scorer(frozen, adapter), device)
+    reference = make_reference(config, model, frozen, method.pairs, vlm, model_dir, device, adapter, processes)
     # a precomputed reference is a table per records file: the held-out pairs get their own
     eval_reference = None if held_out is None else make_reference(
-        config, model, frozen, held_out, vlm, model_dir, device, adapter)
+        config, model, frozen, held_out, vlm, model_dir, device, adapter, processes)
 
     step = 0
     main = accelerator.is_main_process  # only the main process writes the run's files
     found = latest_checkpoint(out) if resume else None
     if found is not None:
-        step = load_checkpoint(found, model, optimizer, scheduler)
+        step = engine.load_state(found) if engine.deepspeed else load_checkpoint(found, model, optimizer, scheduler)
         if main:
             _truncate_log(out / "metrics.jsonl", step)
     elif main:
@@ -131,7 +141,9 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
     accelerator.wait_for_everyone()
 
     def checkpoint() -> None:
-        if main:
+        if engine.deepspeed:  # every process writes its partitions
+            engine.save_state(out / "checkpoints" / f"step-{step}", step, scheduler)
+        elif main:
             save_checkpoint(out, step, model, optimizer, scheduler)
         accelerator.wait_for_everyone()
 
@@ -143,7 +155,7 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
         while step < total:
             step_started = time.perf_counter()
             sums: dict[str, float] = {}
-            trained, failed = 0, None  # failed: (loss, record ids) of the first non-finite loss
+            trained = 0
             for micro in range(config.grad_accum):
                 index = step * config.grad_accum + micro
                 round_ = method.round_of(index)
@@ -157,8 +169,7 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
                     result = method.loss(policy, reference, index)
                     if result is None:  # the round has nothing left to train on (one process only)
                         continue
-                    if failed is None and not torch.isfinite(result.loss):
-                        failed = (result.loss.item(), result.ids)
+                    _stop_if_diverged(result, step, processes, accelerator, checkpoint, out)
                     accelerator.backward(result.loss)
                 if result.empty:  # a stand-in that keeps this process in step with the others
                     continue
@@ -167,16 +178,7 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
                 for k, v in result.metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
             metrics = {k: v / trained for k, v in sums.items()} if trained else {}
-            every = _all_processes(accelerator, {"trained": trained, "failed": failed, "tokens": tokens,
-                                                 "metrics": metrics})
-            failures = [e["failed"] for e in every if e["failed"] is not None]
-            if failures:  # every process stops here, before the optimizer steps
-                if main:
-                    save_checkpoint(out, step, model, optimizer, scheduler)
-                accelerator.wait_for_everyone()
-                value, ids = failures[0]
-                raise TrainingDiverged(f"loss is {value} at step {step + 1} (records {', '.join(ids)}); the last "
-                                       f"good state is saved in {out}/checkpoints/step-{step}")
+            every = processes.gather({"trained": trained, "tokens": tokens, "metrics": metrics})
             if any(e["trained"] for e in every):
                 metrics = _mean_metrics([e["metrics"] for e in every])
                 metrics["grad_norm"] = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
@@ -192,16 +194,18 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
                 log.flush()
                 accelerator.log(metrics, step=step)
             if held_out is not None and config.eval_every and step % config.eval_every == 0 and step < total:
-                _log_eval(policy, eval_reference, vlm, held_out, config, step, log, accelerator)
+                _log_eval(scorer, eval_reference, vlm, held_out, config, step, log, accelerator, processes)
             if config.save_every and step % config.save_every == 0 and step < total:
                 checkpoint()
             if on_step:
                 on_step(step, total, metrics)
         if held_out is not None:
-            _log_eval(policy, eval_reference, vlm, held_out, config, step, log, accelerator)
+            _log_eval(scorer, eval_reference, vlm, held_out, config, step, log, accelerator, processes)
         checkpoint()
+        # under ZeRO-3 every process gives its partitions; the main process writes them whole
+        weights = engine.full_state_dict(policy) if engine.deepspeed else None
         if main:
-            _save_model(model, vlm, out)
+            _save_model(model, vlm, out, weights)
         accelerator.wait_for_everyone()
     finally:
         log.close()
@@ -218,6 +222,22 @@ def _all_processes(accelerator, value: Any) -> list[Any]:
     return gather_object([value])
 
 
+def _stop_if_diverged(result, step: int, processes: Processes, accelerator, checkpoint, out: Path) -> None:
+    """If the micro-batch's loss is not finite on any process, save the last good state (before this
+    step's backward, so before any engine steps on it) and raise :class:`TrainingDiverged` on all."""
+    bad = torch.tensor([0.0 if torch.isfinite(result.loss) else 1.0], device=accelerator.device)
+    if processes.count > 1:
+        bad = accelerator.reduce(bad, "sum")
+    if not bad.item():
+        return
+    failures = [f for f in processes.gather(None if torch.isfinite(result.loss) else
+                                            (result.loss.item(), result.ids)) if f is not None]
+    checkpoint()
+    value, ids = failures[0]
+    raise TrainingDiverged(f"loss is {value} at step {step + 1} (records {', '.join(ids)}); the last good state "
+                           f"is saved in {out}/checkpoints/step-{step}")
+
+
 def _mean_metrics(per_process: list[dict[str, float]]) -> dict[str, float]:
     """Each metric's mean over the processes that trained this step (each a mean over its micro-batches)."""
     keys = dict.fromkeys(k for metrics in per_process for k in metrics)
@@ -231,20 +251,27 @@ def _truncate_log(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
-def _log_eval(policy, reference, vlm, held_out, config: TrainConfig, step: int, log, accelerator) -> None:
+def _log_eval(scorer, reference, vlm, held_out, config: TrainConfig, step: int, log, accelerator,
+              processes: Processes) -> None:
     """Held-out pair metrics, logged at ``step``."""
     with accelerator.autocast():
-        metrics = evaluate_pairs(policy, reference, vlm, held_out, config, accelerator.device)
+        metrics = evaluate_pairs(scorer, reference, vlm, held_out, config, accelerator.device, processes)
     log.write(json.dumps({"step": step, **metrics}) + "\n")
     log.flush()
     accelerator.log(metrics, step=step)
 
 
-def _save_model(policy, vlm, out: Path) -> None:
-    """``out/model``: a plain transformers model, or a PEFT adapter (``vlalign merge`` makes it plain)."""
+def _save_model(policy, vlm, out: Path, weights: dict[str, torch.Tensor] | None = None) -> None:
+    """``out/model``: a plain transformers model, or a PEFT adapter (``vlalign merge`` makes it plain).
+
+    ``weights``: the model's state dict gathered from an engine's partitions (None: the model's own).
+    """
     from vlalign.io import atomic_dir
 
+    conversions = getattr(policy, "_weight_conversions", None)
+    if conversions:  # transformers' ZeRO-3 load keeps unused renamings, which would mangle the saved names
+        policy._weight_conversions = [c for c in conversions if c.was_used()]
     with atomic_dir(out / "model", overwrite=True) as tmp:
-        policy.save_pretrained(tmp)
+        policy.save_pretrained(tmp, state_dict=weights)
         vlm.processor.save_pretrained(tmp)
 

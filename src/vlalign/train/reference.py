@@ -18,11 +18,13 @@ from pathlib import Path
 import torch
 from huggingface_hub import try_to_load_from_cache
 from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel
 
-from vlalign.logps import PairBatch, PairLogps, pair_logps
+from vlalign.logps import PairBatch, PairLogps, Scorer, pair_logps
 from vlalign.losses.dpo import sequence_logps
 from vlalign.methods.pairs import collate
 from vlalign.models.adapters import adapter_for
+from vlalign.processes import ALONE, Processes
 from vlalign.train.config import TrainConfig
 from vlalign.train.model import weights_dtype
 
@@ -93,18 +95,22 @@ Reference = Callable[[PairBatch, "torch.Tensor | None", list[int]], PairLogps]
 
 
 def make_reference(config: TrainConfig, policy, frozen, pairs, vlm, model_dir: str | Path, device,
-                   adapter=None) -> Reference:
+                   adapter=None, processes: Processes = ALONE) -> Reference:
     """A function ``(batch, extra_targets, record_rows) -> PairLogps``: the reference's log-probs, no gradients.
 
     ``policy`` is the policy model itself (unwrapped from any distributed wrapper), ``frozen`` the
-    copy (``copy`` references only), ``adapter`` their family's adapter.
+    copy (``copy`` references only: the model, or its :class:`~vlalign.logps.Scorer` as the engine
+    placed it), ``adapter`` their family's adapter.
     """
     kind = config.resolved_reference()
     adapter = adapter or adapter_for(policy)
     if kind == "copy":
+        # the frozen model's scorer: under ZeRO-3 inside an engine whose forward gathers its weights
+        scorer = Scorer(frozen, adapter) if isinstance(frozen, PreTrainedModel) else frozen
+
         @torch.no_grad()
         def reference(batch: PairBatch, extra: torch.Tensor | None, rows: list[int]) -> PairLogps:
-            return pair_logps(frozen, batch, extra_targets=extra, adapter=adapter)
+            return scorer(batch, extra_targets=extra)
         return reference
     if kind == "adapter":
         @torch.no_grad()
@@ -112,7 +118,7 @@ def make_reference(config: TrainConfig, policy, frozen, pairs, vlm, model_dir: s
             with policy.disable_adapter():
                 return pair_logps(policy, batch, extra_targets=extra, adapter=adapter)
         return reference
-    table = precompute(config, policy, pairs, vlm, model_dir, device, adapter)
+    table = precompute(config, policy, pairs, vlm, model_dir, device, adapter, processes)
 
     def reference(batch: PairBatch, extra: torch.Tensor | None, rows: list[int]) -> PairLogps:
         # One "token" per row holding the whole sequence's log-prob: sequence_logps sums it back.
@@ -124,22 +130,29 @@ def make_reference(config: TrainConfig, policy, frozen, pairs, vlm, model_dir: s
 
 @torch.no_grad()
 def precompute(config: TrainConfig, policy, pairs, vlm, model_dir: str | Path, device,
-               adapter=None) -> dict[str, torch.Tensor]:
-    """Sequence log-probs ``chosen``/``rejected`` (N,) of every record under the starting model, cached."""
+               adapter=None, processes: Processes = ALONE) -> dict[str, torch.Tensor]:
+    """Sequence log-probs ``chosen``/``rejected`` (N,) of every record under the starting model, cached.
+
+    The batches are shared among the processes and the table gathered; the main process writes the cache.
+    """
     path = cache_dir() / f"{fingerprint(model_dir, pairs.path, config)}.safetensors"
     if path.is_file():
         table = load_file(str(path))
         if len(table["chosen"]) == len(pairs.records):
             return table
-    chosen, rejected = [], []
-    for rows in pairs.in_order(config.batch_size):
-        batch, _ = collate(pairs, vlm.processor, rows, adapter)
+    batches = list(pairs.in_order(config.batch_size))
+    mine: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for b, real in processes.share(len(batches)):
+        batch, _ = collate(pairs, vlm.processor, batches[b], adapter)
         logps = pair_logps(policy, batch.to(device), adapter=adapter)
-        chosen.append(sequence_logps(logps.chosen, logps.chosen_mask).cpu())
-        rejected.append(sequence_logps(logps.rejected, logps.rejected_mask).cpu())
-    table = {"chosen": torch.cat(chosen), "rejected": torch.cat(rejected)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(table, str(tmp))
-    tmp.replace(path)
+        if real:
+            mine[b] = (sequence_logps(logps.chosen, logps.chosen_mask).cpu(),
+                       sequence_logps(logps.rejected, logps.rejected_mask).cpu())
+    every = {b: values for part in processes.gather(mine) for b, values in part.items()}
+    table = {side: torch.cat([every[b][k] for b in range(len(batches))]) for k, side in enumerate(("chosen", "rejected"))}
+    if processes.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file(table, str(tmp))
+        tmp.replace(path)
     return table
