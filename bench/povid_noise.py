@@ -64,7 +64,7 @@ def main() -> None:
             rec = pairs.records[r]
             present = truth[int(rec.meta["image_id"])]
             ids = batch.input_ids[b][batch.response_mask[b]].tolist()  # chosen tokens, eos last
-            spans = response_token_spans(tokenizer, chat_prompt(vlm.processor, rec.prompt), rec.chosen)
+            spans = response_token_spans(tokenizer, chat_prompt(vlm.processor, rec.prompt, len(rec.images)), rec.chosen)
             mentions = finder(rec.chosen)
             positions += len(ids)
             for t, (chosen_id, noise_id) in enumerate(zip(ids, best[b, :len(ids)].tolist())):

@@ -242,10 +242,10 @@ def run_trl(args) -> dict:
 
     # TRL's conversational format, so that it applies the chat template itself
     dataset = Dataset.from_list([
-        {"images": [image], "prompt": [{"role": "user", "content": [{"type": "image"}, text(r.prompt)]}],
+        {"images": shown, "prompt": [{"role": "user", "content": [*({"type": "image"} for _ in shown), text(r.prompt)]}],
          "chosen": [{"role": "assistant", "content": [text(r.chosen)]}],
          "rejected": [{"role": "assistant", "content": [text(r.rejected)]}]}
-        for r, image in zip([pairs.records[r] for r in rows], pairs.images(rows))])
+        for r, shown in zip([pairs.records[r] for r in rows], pairs.images(rows))])
     with tempfile.TemporaryDirectory() as out:
         config = DPOConfig(output_dir=out, per_device_train_batch_size=args.batch_size, max_length=None,
                            beta=args.beta, learning_rate=args.lr, weight_decay=0.0, optim="adamw_torch",

@@ -119,9 +119,10 @@ def image_pixels(batch: PairBatch, pixel_values: torch.Tensor, i: int) -> torch.
 def naive(vlm: LoadedVLM, image, prompt: str, response: str, pixel_values=None,
           raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One sequence alone through ``model(**inputs)``: (n, V) log-probs (or ``raw`` logits) at its
-    n response tokens, and the tokens."""
+    n response tokens, and the tokens. ``image`` is its image, or a list of its prompt's images."""
     tok = vlm.processor.tokenizer
-    inputs = vlm.processor(images=[image], text=[chat_prompt(vlm.processor, prompt)], return_tensors="pt")
+    shown = image if isinstance(image, list) else [image]
+    inputs = vlm.processor(images=shown, text=[chat_prompt(vlm.processor, prompt, len(shown))], return_tensors="pt")
     response_ids = tok(SEPARATOR[vlm.family] + response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     response_ids = torch.tensor([response_ids])
     n_prompt = inputs["input_ids"].shape[1]
@@ -364,3 +365,62 @@ def test_packing_pairs_in_groups_changes_nothing(llava, world_images, monkeypatc
         hook.remove()
     for a, b in ((together.chosen, apart.chosen), (together.rejected, apart.rejected)):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+# --- prompts with several images ----------------------------------------------------------------
+
+def several(images: list[Image.Image]) -> list[list[Image.Image]]:
+    """Three pairs' images: two, one, two (the last repeats the first image after another)."""
+    return [[images[0], images[1]], [images[2]], [images[3], images[0]]]
+
+
+@pytest.mark.parametrize(("family", "path"), [("llava", "packed"), ("llava", "packed apart"), ("llava", "padded"),
+                                            ("qwen2_vl", "padded")])
+def test_pair_logps_of_prompts_with_several_images_equal_the_naive_forward(family, path, request, world_images,
+                                                                          monkeypatch):
+    import vlalign.logps as logps
+    from vlalign.models.adapters import adapter_for
+
+    packed = path != "padded"
+    if path == "packed apart":  # one pair a packed group: each group takes its own pairs' features
+        monkeypatch.setitem(logps.PACKED_TOKENS, "cpu", 1)
+    vlm = request.getfixturevalue("llava" if family == "llava" else "qwen")
+    base = world_images if family == "llava" else [Image.new("RGB", size, (40 * k, 200 - 50 * k, 90))
+                                                   for k, size in enumerate([(56, 56), (56, 28), (28, 56), (28, 28)])]
+    shown = several(base)
+    adapter = adapter_for(vlm.model)
+    adapter.prefix_sharing = packed  # off: LLaVA's padded rows, features scattered in order
+    batch = collate_pairs(vlm.processor, shown, PROMPTS[:3], CHOSEN[:3], REJECTED[:3], adapter=adapter)
+    token = image_token_id(vlm.processor)
+    placeholders = (batch.input_ids[:3] == token).sum(1).tolist()
+    alone = [vlm.processor(images=[im], text=[chat_prompt(vlm.processor, "x")])["input_ids"][0].count(token) for im in base]
+    assert placeholders == [alone[0] + alone[1], alone[2], alone[3] + alone[0]]  # every image's tokens, in order
+    calls = []
+    hook = vlm.model.model.language_model.register_forward_pre_hook(lambda *args: calls.append(1))
+    try:
+        with torch.no_grad():
+            out = pair_logps(vlm.model, batch, adapter=adapter)
+    finally:
+        hook.remove()
+    # the packed prefixes and remainders (per group), or the padded rows
+    assert len(calls) == {"packed": 2, "packed apart": 2 * len(shown), "padded": 1}[path]
+    for i, images in enumerate(shown):
+        for values, mask, responses in ((out.chosen, out.chosen_mask, CHOSEN), (out.rejected, out.rejected_mask, REJECTED)):
+            with torch.no_grad():
+                logp, targets = naive(vlm, images, PROMPTS[i], responses[i])
+            n = len(targets)
+            assert mask[i].tolist() == [True] * n + [False] * (mask.shape[1] - n)
+            torch.testing.assert_close(values[i, :n], logp.gather(-1, targets[:, None]).squeeze(-1), atol=1e-5, rtol=0)
+
+
+def test_a_second_set_of_images_for_prompts_with_several_images(case):
+    vlm, images = case
+    batch = collate_pairs(vlm.processor, several(images), PROMPTS[:3], CHOSEN[:3], REJECTED[:3])
+    other = batch.pixel_values.flip(0) if vlm.family == "llava" else batch.pixel_values * 0.5
+    with torch.no_grad():
+        first, second = split_second_images(pair_logps(vlm.model, with_second_images(batch, other)))
+        apart = pair_logps(vlm.model, batch), pair_logps(vlm.model, batch.with_pixels(other))
+    for got, want in zip((first, second), apart):
+        for name in ("chosen", "rejected"):
+            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(first.chosen, second.chosen)

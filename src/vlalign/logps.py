@@ -1,10 +1,11 @@
 """Per-token log-probabilities of preference pairs: the one place where model calls meet loss math.
 
-A batch holds B pairs (image, prompt, chosen, rejected). :func:`collate_pairs` lays them out as
-2B right-padded rows, the B chosen rows first, then the B rejected rows in the same order; each
-row is its prompt (rendered by the chat template and tokenized with its image, so the image
-placeholders are expanded as the model expects) followed by its response. Images are processed
-once per pair.
+A batch holds B pairs (images, prompt, chosen, rejected); a pair's prompt shows one or more
+images. :func:`collate_pairs` lays them out as 2B right-padded rows, the B chosen rows first,
+then the B rejected rows in the same order; each row is its prompt (rendered by the chat
+template with one image part per image and tokenized with its images, so the image
+placeholders are expanded as the model expects) followed by its response. Images are
+processed once per pair.
 
 :func:`pair_logps` scores all 2B rows in one pass that does less work than a ``model(**inputs)``
 per sequence (TRL's DPOTrainer): each image is encoded once and its features are scattered into
@@ -29,9 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import torch
-from PIL import Image
 
-from vlalign.models.adapters import Adapter, ImageInputs, adapter_for, concat_images
+from vlalign.models.adapters import Adapter, ImageInputs, PromptImages, adapter_for, concat_images, image_lists
 from vlalign.models.generation import chat_prompt
 from vlalign.models.load import kv_cache, with_kv_cache
 
@@ -48,10 +48,11 @@ class PairBatch:
         attention_mask: (2B, L) long, 1 at real tokens.
         response_mask: (2B, L) bool, True at response tokens (the response's eos included).
             Token t is predicted by the logits at t - 1; every prompt is non-empty, so t >= 1.
-        images: the processor's image tensors, one image per pair, each tensor holding the images
-            in order along its first dimension: ``pixel_values`` (LLaVA (B, 3, H, W); Qwen2-VL the
-            B images' patches concatenated, C * T * P * P) and what the family adds
-            (``image_grid_thw`` (B, 3), ``image_sizes`` (B, 2), ...).
+        images: the processor's image tensors of every pair's images (N in all, a pair's in the
+            order its prompt shows them), each tensor holding them pair by pair along its first
+            dimension: ``pixel_values`` (LLaVA (N, 3, H, W); Qwen2-VL the N images' patches
+            concatenated, C * T * P * P; Idefics3 (B, tiles, 3, H, W)) and what the family adds
+            (``image_grid_thw`` (N, 3), ``image_sizes`` (N, 2), ...).
         pad_token_id: the id used for padding (also :func:`response_argmax`'s filler).
         token_types: (2B, L) long per-token inputs the processor adds beside the ids (Qwen2.5-VL's
             ``mm_token_type_ids``, Gemma 3's ``token_type_ids``): the prompt's values, 0 on the
@@ -150,19 +151,22 @@ def response_token_spans(tokenizer, prompt_text: str, response: str) -> list[tup
     return [*zip(starts, ends), (len(response), len(response))]
 
 
-def collate_pairs(processor, images: Sequence[Image.Image], prompts: Sequence[str], chosen: Sequence[str],
+def collate_pairs(processor, images: PromptImages, prompts: Sequence[str], chosen: Sequence[str],
                   rejected: Sequence[str], adapter: Adapter | None = None) -> PairBatch:
     """Tokenize B pairs into a :class:`PairBatch` (see its attributes for the layout and shapes).
 
-    ``adapter`` says how the family's processor takes a batch's images (default: a flat list).
+    ``images`` has one entry per pair: its image, or the sequence of images its prompt shows
+    (at least one), in order. ``adapter`` says how the family's processor takes a batch's images
+    (default: a flat list).
     """
     adapter = adapter or Adapter()
     n = len(images)
     if n == 0 or not n == len(prompts) == len(chosen) == len(rejected):
-        raise ValueError(f"need as many images, prompts, chosen and rejected (got {n}, {len(prompts)}, "
+        raise ValueError(f"need as many image entries, prompts, chosen and rejected (got {n}, {len(prompts)}, "
                          f"{len(chosen)}, {len(rejected)}), at least one")
-    texts = [chat_prompt(processor, p) for p in prompts]
-    enc = processor(images=adapter.images_arg(images), text=texts, padding=True, return_tensors="pt")
+    per_prompt = image_lists(images)
+    texts = [chat_prompt(processor, p, len(shown)) for p, shown in zip(prompts, per_prompt)]
+    enc = processor(images=adapter.images_arg(per_prompt), text=texts, padding=True, return_tensors="pt")
     # Whichever side the tokenizer pads, keep each prompt's real tokens only.
     prompt_ids = [ids[mask.bool()] for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
     tokenizer = processor.tokenizer
@@ -218,7 +222,8 @@ def _packed_hidden(base, adapter: Adapter, batch: PairBatch, pairs: list[int], f
     alone). That shared prefix runs once; the two remainders run after it from the KV cache.
     The prefixes of all ``pairs`` are packed into one sequence and all remainders into another,
     with masks that keep each to its own pair and positions that restart per pair, so no
-    position is padding and each row computes what it would alone.
+    position is padding and each row computes what it would alone. ``features[p]`` is pair p's
+    (tokens_p, H) image features, all its images' (:meth:`LlavaAdapter.prompt_features`).
 
     Returns:
         states: (P + R, H), the P packed prefix tokens' states, then the R remainder tokens'.
@@ -285,7 +290,8 @@ def _packed_predicting(base, adapter: Adapter, batch: PairBatch) -> tuple[torch.
         groups[-1].append(pair)
         size += n
     rows, cols = batch.response_mask.nonzero(as_tuple=True)  # row-major: the order of the targets
-    features = adapter.image_features(base, batch.images)
+    # A pair's features are all of its images', joined in the order its prompt shows them.
+    features = adapter.prompt_features(base, batch.input_ids[:batch.num_pairs], adapter.image_features(base, batch.images))
     states, where = [], torch.full_like(batch.input_ids, -1)
     offset = 0
     for group in groups:

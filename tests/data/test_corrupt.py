@@ -16,6 +16,7 @@ from vlalign.data.corrupt import (
     blank,
     blur,
     corrupt_image,
+    corrupt_pixels,
     diffusion_noise,
     mask_patches,
     noise_schedule,
@@ -381,3 +382,39 @@ def test_corrupt_image_rejects_unknown_method_and_bad_step():
         corrupt_image(_pil(), "jpeg")
     with pytest.raises(ValueError, match="step"):
         corrupt_image(_pil(), "diffusion", step=1000)
+
+
+class _Recorder:
+    """An image processor that keeps what it was given and returns one value per image."""
+
+    def __init__(self):
+        self.given = None
+
+    def __call__(self, images, return_tensors):
+        self.given = images
+        flat = [im for entry in images for im in (entry if isinstance(entry, list) else [entry])]
+        return {"pixel_values": torch.stack([to_tensor(im) for im in flat])}
+
+
+def test_corrupt_pixels_corrupts_every_image_of_each_record_with_its_generator():
+    from types import SimpleNamespace
+
+    from vlalign.models.adapters import NestedImagesAdapter
+
+    two, one = [_pil(1), _pil(2)], [_pil(3)]
+    processor = SimpleNamespace(image_processor=_Recorder())
+    noisy = corrupt_pixels(processor, [two, one], 500, "clip", [_gen(10), _gen(11)])
+    assert [im.size for im in processor.image_processor.given] == [(20, 14)] * 3  # a flat list by default, record by record
+    g = _gen(10)  # record 0's generator draws its images' noise in order
+    expected = [to_tensor(to_pil(diffusion_noise(to_tensor(im), 500, generator=g))) for im in two]
+    assert torch.equal(noisy[0], expected[0]) and torch.equal(noisy[1], expected[1])
+    assert all(not torch.allclose(noisy[k], to_tensor(im), atol=0.1) for k, im in enumerate([*two, *one]))
+    assert torch.equal(corrupt_pixels(processor, [two, one], 500, "clip", [_gen(10), _gen(11)]), noisy)
+    assert torch.equal(corrupt_pixels(processor, [one], 500, "clip", [_gen(11)]), noisy[2:])  # apart, the same
+    # One generator for everything draws image after image; single images stand for one-image records.
+    assert torch.equal(corrupt_pixels(processor, [*two, *one], 500, "clip", _gen(4)),
+                       corrupt_pixels(processor, [two, one], 500, "clip", _gen(4)))
+    corrupt_pixels(processor, [two, one], 500, "clip", _gen(4), NestedImagesAdapter().images_arg)
+    assert [len(shown) for shown in processor.image_processor.given] == [2, 1]  # one list per record for nested families
+    with pytest.raises(ValueError, match="1 generators for 2 records"):
+        corrupt_pixels(processor, [two, one], 500, "clip", [_gen(1)])

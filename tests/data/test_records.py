@@ -16,6 +16,7 @@ from vlalign.data.records import (
     detect_format,
     read_records,
     resolve_image,
+    resolve_images,
     write_records,
 )
 from vlalign.errors import UserError
@@ -168,13 +169,18 @@ BAD_LINES = [
     (native(" "), "empty id"),
     (native("b", chosen="A cat.", rejected="  A cat. "), "chosen equals rejected"),
     (native("a"), "duplicate id a, first on line 1"),
-    ({**TRL, "images": ["img.png", "img.png"]}, "multi-image records are not supported"),
     ({**TRL, "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "image"},
                                                      {"type": "text", "text": "Q?"}]}]},
-     "multi-image records are not supported"),
+     "prompt has 2 image parts but the record has 1 image path"),
+    ({**TRL, "images": ["img.png", "img.png"], "prompt": [{"role": "user", "content": [
+        {"type": "image"}, {"type": "text", "text": "Q?"}]}]}, "prompt has 1 image part but the record has 2 image paths"),
     ({k: v for k, v in TRL.items() if k != "images"}, "missing field image (or images)"),
     ({**TRL, "images": []}, "field images is empty"),
+    ({**TRL, "images": "img.png"}, "field images is not a list of paths (got string)"),
+    ({**TRL, "images": ["img.png", 3]}, "field images: item 2 is not a string (got number)"),
+    ({**TRL, "images": ["img.png", " "]}, "empty image (item 2 of images)"),
     ({**TRL, "image": "img.png"}, "both image and images given"),
+    (native("b", images=["img.png", "img.png"]), "both image and images given"),
     ({**TRL, "prompt": [{"role": "assistant", "content": "Q?"}]}, "prompt: expected a single user message"),
     ({**TRL, "chosen": [{"role": "assistant", "content": [{"type": "video"}]}]},
      "chosen: content part 1 is neither an image nor a text part"),
@@ -265,16 +271,24 @@ def test_missing_images_with_and_without_image_root(folder):
     assert bad == [BadRecord(folder / "q.jsonl", 1, f"image not found: {root / 'sub' / 'two.png'}")]
 
     records, bad = read_records(path, check_images=False)
-    assert bad == [] and records[1].image == "nope.png"  # kept as written
+    assert bad == [] and records[1].images == ("nope.png",)  # kept as written
+
+
+def test_every_image_of_a_line_is_checked(folder):
+    images = ["img.png", "sub/two.png", "sub/gone.png"]
+    path = write_lines(folder / "p.jsonl", [{**TRL, "id": "m", "images": images}, native("z")])
+    records, bad = read_records(path, on_bad="skip")
+    assert [r.id for r in records] == ["z"] and bad == [BadRecord(path, 1, f"image not found: {folder / 'sub' / 'gone.png'}")]
+    assert read_records(path, check_images=False)[0][0].images == tuple(images)
 
 
 def test_resolve_image(folder):
-    record = PreferenceRecord("a", "sub/two.png", "p", "c", "r", "s")
-    assert resolve_image(record, folder / "p.jsonl") == folder / "sub" / "two.png"
-    assert resolve_image(record, folder / "p.jsonl", image_root="/data") == Path("/data/sub/two.png")
-    assert record.resolve_image("x/p.jsonl") == Path("x/sub/two.png")
-    absolute = PreferenceRecord("a", str(folder / "img.png"), "p", "c", "r", "s")
-    assert resolve_image(absolute, "elsewhere/p.jsonl", image_root="/data") == folder / "img.png"
+    assert resolve_image("sub/two.png", folder / "p.jsonl") == folder / "sub" / "two.png"
+    assert resolve_image("sub/two.png", folder / "p.jsonl", image_root="/data") == Path("/data/sub/two.png")
+    assert resolve_image(str(folder / "img.png"), "elsewhere/p.jsonl", image_root="/data") == folder / "img.png"
+    record = PreferenceRecord("a", ("sub/two.png", str(folder / "img.png")), "p", "c", "r", "s")
+    assert resolve_images(record, folder / "p.jsonl", image_root="/data") == (Path("/data/sub/two.png"), folder / "img.png")
+    assert record.resolve_images("x/p.jsonl") == (Path("x/sub/two.png"), folder / "img.png")
 
 
 def test_file_level_errors(folder):
@@ -361,10 +375,10 @@ def test_convert_rebases_image_paths_into_another_directory(folder):
     src = write_lines(folder / "src.jsonl", [native("a", image="sub/two.png")])
     assert convert(src, folder / "sub" / "deeper" / "out.jsonl", to="trl") == (1, [])
     records, _ = read_records(folder / "sub" / "deeper" / "out.jsonl")  # images are checked here
-    assert records[0].image == "../two.png"
+    assert records[0].images == ("../two.png",)
     # With an image root the paths are relative to the root and stay as written.
     convert(src, folder / "sub" / "kept.jsonl", image_root=folder)
-    assert read_records(folder / "sub" / "kept.jsonl", image_root=folder)[0][0].image == "sub/two.png"
+    assert read_records(folder / "sub" / "kept.jsonl", image_root=folder)[0][0].images == ("sub/two.png",)
 
 
 def test_convert_bad_lines(folder):
@@ -378,3 +392,59 @@ def test_convert_bad_lines(folder):
     assert [r.id for r in read_records(dst)[0]] == ["a", "c"]
     with pytest.raises(UserError, match="unknown output format 'csv'"):
         convert(src, dst, to="csv")
+
+
+# --- records with several images --------------------------------------------------------------
+
+def two_images(id="m", **fields) -> dict:
+    row = {k: v for k, v in native(id).items() if k != "image"}
+    return {**row, "images": ["img.png", "sub/two.png"], "prompt": "Which image shows more?", **fields}
+
+
+def test_native_records_with_several_images_read_and_write_back_byte_for_byte(folder):
+    src = write_lines(folder / "src.jsonl", [native("a"), two_images("m", meta={"k": 1})])
+    expected = [PreferenceRecord("a", "img.png", "Describe the image.", "A red square.", "A red square and a dog.",
+                                 "inject:rules"),
+                PreferenceRecord("m", ("img.png", "sub/two.png"), "Which image shows more?", "A red square.",
+                                 "A red square and a dog.", "inject:rules", {"k": 1})]
+    for fmt in ("auto", "vlalign"):
+        assert read_records(src, fmt=fmt) == (expected, [])
+    assert expected[0].images == ("img.png",) and PreferenceRecord("x", ["a", "b"], "p", "c", "r", "s").images == ("a", "b")
+    with pytest.raises(ValueError, match="record x: a record shows at least one image"):
+        PreferenceRecord("x", (), "p", "c", "r", "s")
+    assert expected[1].to_json()["images"] == ["img.png", "sub/two.png"] and "image" not in expected[1].to_json()
+    first = folder / "first.jsonl"
+    write_records(first, expected)
+    again = folder / "again.jsonl"
+    write_records(again, read_records(first)[0])
+    assert again.read_bytes() == first.read_bytes()
+    assert json.loads(first.read_text().splitlines()[0])["image"] == "img.png"  # one image: the old key
+    # Forced native, the list is checked as the TRL reader checks it.
+    bad_lines = write_lines(folder / "bad.jsonl", [two_images("e", images=[]), two_images("f", images=["img.png", None])])
+    assert [b.reason for b in read_records(bad_lines, fmt="vlalign", on_bad="skip")[1]] == [
+        "field images is empty", "field images: item 2 is not a string (got null)"]
+
+
+def test_trl_records_with_several_images(folder):
+    parts = [{"type": "image"}, {"type": "text", "text": "Compare them."}, {"type": "image"}]
+    path = write_lines(folder / "trl.jsonl", [
+        {**TRL, "images": ["img.png", "sub/two.png"], "prompt": [{"role": "user", "content": parts}]},
+        {**TRL, "images": ["sub/two.png", "img.png", "img.png"], "prompt": "<image><image><image>\nThree?"},
+    ])
+    records, bad = read_records(path)
+    assert bad == []
+    assert [(r.images, r.prompt) for r in records] == [(("img.png", "sub/two.png"), "Compare them."),
+                                                       (("sub/two.png", "img.png", "img.png"), "Three?")]
+
+
+def test_convert_keeps_every_image_or_refuses(folder):
+    src = write_lines(folder / "src.jsonl", [native("a"), two_images("m")])
+    dst = folder / "sub" / "deeper" / "out.jsonl"
+    assert convert(src, dst, to="trl") == (2, [])
+    rows = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert rows[1]["images"] == ["../../img.png", "../two.png"]  # every path, rebased
+    assert read_records(dst)[0][1].images == ("../../img.png", "../two.png")
+    povid = folder / "povid.jsonl"
+    with pytest.raises(UserError, match=rf"^{src}: record m has 2 images, but the povid format holds one image a record"):
+        convert(src, povid, to="povid")
+    assert not povid.exists()

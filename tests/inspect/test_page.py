@@ -3,7 +3,7 @@ from html.parser import HTMLParser
 import pytest
 from PIL import Image
 
-from vlalign.inspect.page import histogram_png, page_html, shade, thumbnail_html, tokens_png
+from vlalign.inspect.page import histogram_png, page_html, pictures_html, shade, thumbnail_html, tokens_png
 from vlalign.inspect.rewards import ScoredAnswer, ScoredRecord, Word, summarize
 
 ATTACK = "<script>document.body.setAttribute('data-pwned', 'script')</script>"
@@ -88,3 +88,21 @@ def test_thumbnail_enlarges_small_images_and_names_a_file_it_cannot_show(tmp_pat
     (tmp_path / "bad<1>.png").write_bytes(b"not a png")
     assert thumbnail_html(tmp_path / "bad<1>.png", 100, "x") == '<div class="missing">image not readable: bad&lt;1&gt;.png</div>'
     assert thumbnail_html(tmp_path / "gone.png", 100, "x") == '<div class="missing">image missing: gone.png</div>'
+
+
+def test_a_record_with_several_images_shows_them_all_in_order(tmp_path):
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "a.png")
+    Image.new("RGB", (32, 32), "blue").save(tmp_path / "b.png")
+    rec = ScoredRecord('x"<y>', [str(tmp_path / "a.png"), str(tmp_path / "b.png"), str(tmp_path / "gone<.png")], "p",
+                       _answer("x"), _answer("y"))
+    assert rec.images == (str(tmp_path / "a.png"), str(tmp_path / "b.png"), str(tmp_path / "gone<.png"))
+    assert ScoredRecord("1", "x.png", "p", _answer("x"), _answer("y")).images == ("x.png",)
+    shown = pictures_html(rec)
+    parsed = _Tags()
+    parsed.feed(page_html([rec], summarize([rec]), {}, histogram_png([rec]), scale=2.0))
+    thumbs = [attrs for tag, attrs in parsed.tags if tag == "img" and attrs.get("class") == "thumb"]
+    assert [a["alt"] for a in thumbs] == ['image 1 of 3 of x"<y>', 'image 2 of 3 of x"<y>']  # escaped in the markup
+    assert all(a["width"] == "64" for a in thumbs)  # half the size, the 32-pixel images enlarged 2x
+    first, second = (thumbnail_html(tmp_path / f"{n}.png", 80, f'image {k} of 3 of x"<y>') for k, n in ((1, "a"), (2, "b")))
+    assert shown.index(first) < shown.index(second)  # in prompt order
+    assert 'title="3 images"' in shown and "image missing: gone&lt;.png" in shown and "&quot;&lt;y&gt;" in shown

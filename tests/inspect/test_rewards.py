@@ -57,3 +57,25 @@ def test_malformed_edit_spans_are_not_underlined(bad):
     from vlalign.inspect.rewards import _edit_spans
 
     assert _edit_spans({"edits": bad + [{"span": [2, 5]}]}) == [(2, 5)]
+
+
+def test_records_with_several_images_are_scored_under_all_of_them(tiny_base, tiny_world, tiny_prefs, tmp_path):
+    from dataclasses import replace
+
+    from vlalign.data.pairs import load_pairs
+    from vlalign.data.records import read_records, write_records
+    from vlalign.inspect.rewards import InspectConfig, score_records
+    from vlalign.models.load import load_vlm
+
+    records, _ = read_records(tiny_prefs)
+    paths = [str(p) for r in records[:3] for p in r.resolve_images(tiny_prefs)]
+    data = tmp_path / "several.jsonl"
+    write_records(data, [replace(r, images=(paths[k], paths[(k + 1) % 3]) if k != 1 else (paths[k],))
+                         for k, r in enumerate(records[:3])])
+    vlm = load_vlm(tiny_base / "llava", dtype="float32", device="cpu")
+    scored = score_records(vlm.model, vlm.processor, load_pairs(data), Vocabulary.load(tiny_world),
+                           InspectConfig(limit=0, batch_size=3))
+    assert [r.images for r in scored] == [(paths[0], paths[1]), (paths[1],), (paths[2], paths[0])]
+    for rec in scored:
+        for answer in (rec.chosen, rec.rejected):
+            assert len(answer.scores) == len(answer.spans) and all(math.isfinite(s) for s in answer.scores)

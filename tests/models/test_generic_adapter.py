@@ -43,9 +43,11 @@ def saved(request, tmp_path_factory):
 def naive_row_logps(vlm, adapter: Adapter, image, prompt: str, row_ids: torch.Tensor,
                     response: torch.Tensor) -> torch.Tensor:
     """Log-probs of one row's response tokens from ``model(**inputs)`` on that row alone: the row's
-    own ids (prompt, then response) with its one image."""
-    enc = vlm.processor(images=adapter.images_arg([image]), text=[chat_prompt(vlm.processor, prompt)],
+    own ids (prompt, then response) with its image (or its list of images)."""
+    count = len(image) if isinstance(image, list) else 1
+    enc = vlm.processor(images=adapter.images_arg([image]), text=[chat_prompt(vlm.processor, prompt, count)],
                         return_tensors="pt")
+    assert enc["input_ids"][0].tolist() == row_ids[:enc["input_ids"].shape[1]].tolist()  # the batch's prompt, alone
     n_prompt = enc["input_ids"].shape[1]
     token_types = {k: torch.cat([enc[k][0], torch.zeros(len(row_ids) - n_prompt, dtype=torch.long)])[None]
                    for k in adapter.token_type_keys(enc)}  # the prompt's values, 0 on the response
@@ -70,26 +72,44 @@ def test_families_without_an_adapter_get_the_generic_one_with_one_warning(monkey
         check_family("mllama")
 
 
-def test_pair_logps_equal_a_naive_forward_of_every_row(saved):
-    family, path = saved
-    vlm = load_vlm(path, dtype="float32", device="cpu")
-    adapter = adapter_for(vlm.model)
-    assert not adapter.prefix_sharing
-    batch = collate_pairs(vlm.processor, images(), PROMPTS, CHOSEN, REJECTED, adapter=adapter)
+def assert_rows_equal_a_naive_forward(vlm, adapter, shown):
+    """pair_logps of PROMPTS showing ``shown`` (one entry per prompt) equal a naive forward of every row."""
+    batch = collate_pairs(vlm.processor, shown, PROMPTS, CHOSEN, REJECTED, adapter=adapter)
     with torch.no_grad():
         got = pair_logps(vlm.model, batch, adapter=adapter)
         pairs = batch.num_pairs
         for k in range(2 * pairs):
             length = int(batch.attention_mask[k].sum())
             ids, response = batch.input_ids[k, :length], batch.response_mask[k, :length]
-            expected = naive_row_logps(vlm, adapter, images()[k % pairs], PROMPTS[k % pairs], ids, response)
+            expected = naive_row_logps(vlm, adapter, shown[k % pairs], PROMPTS[k % pairs], ids, response)
             side, mask = (got.chosen, got.chosen_mask) if k < pairs else (got.rejected, got.rejected_mask)
-            row = side[k % pairs][mask[k % pairs]]
-            torch.testing.assert_close(row, expected, rtol=0, atol=1e-5)
+            torch.testing.assert_close(side[k % pairs][mask[k % pairs]], expected, rtol=0, atol=1e-5)
+    return batch, got
+
+
+def test_pair_logps_equal_a_naive_forward_of_every_row(saved):
+    family, path = saved
+    vlm = load_vlm(path, dtype="float32", device="cpu")
+    adapter = adapter_for(vlm.model)
+    assert not adapter.prefix_sharing
+    batch, got = assert_rows_equal_a_naive_forward(vlm, adapter, images())
+    with torch.no_grad():
         # POVID's argmax under other pixels runs the same generic forward
         noisy = batch.pixel_values + 0.5
         best = response_argmax(vlm.model, batch, noisy, adapter=adapter)
         assert best.shape == got.chosen.shape
+
+
+def test_prompts_with_several_images_equal_a_naive_forward_of_every_row(saved):
+    """Two images, one, two in one batch: every family's image tensors (per image, per patch, or
+    per prompt with padding tiles) stay in prompt order when the scorer repeats them for the
+    rejected rows."""
+    family, path = saved
+    vlm = load_vlm(path, dtype="float32", device="cpu")
+    adapter = adapter_for(vlm.model)
+    pictures = images()
+    assert_rows_equal_a_naive_forward(vlm, adapter, [[pictures[0], pictures[2]], [pictures[1]],
+                                                      [pictures[2], pictures[1]]])
 
 
 def test_a_family_the_scorer_cannot_drive_is_refused_before_anything_loads(tmp_path):

@@ -105,7 +105,7 @@ def build_run(root):
     _jsonl(root / "inspect" / "scores.jsonl", [
         {"id": "rec-1", "image": "x.png", "prompt": f"Describe {IMG}", "chosen": _scored(f"A mug. {SCRIPT}"),
          "rejected": _scored("A sink.")},
-        {"id": "rec-2", "image": "y.png", "prompt": "Describe.", "chosen": _scored("A cup."),
+        {"id": "rec-2", "images": ["y.png", "z.png"], "prompt": "Describe.", "chosen": _scored("A cup."),
          "rejected": _scored("A dog.")}])
     (root / "demo.json").write_text(json.dumps({
         "settings": {"preset": "quick", "preset_note": "a smaller world", "methods": ["fisao", "dpo", "tpo"], "seeds": [0, 1],
@@ -139,6 +139,10 @@ def test_table_is_mean_and_sample_std_over_seeds_and_relative_to_base(run_dir):
                                         "-40.0%", "87.5%"]
     assert row_cells(rows["base"]) == ["base", "—", "50.0", "25.0", "80.0", "30.0", "86.0", "83.0", "80.0",
                                        "—", "—"]
+
+
+def test_scores_keep_every_image_of_a_record(run_dir):
+    assert [r.images for r in load_run(run_dir).scores] == [("x.png",), ("y.png", "z.png")]
 
 
 def test_markdown_table(run_dir):

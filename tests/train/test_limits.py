@@ -64,11 +64,12 @@ def test_bound_pixels_leaves_images_within_the_bound_alone(size, max_pixels):
 
 
 def test_pairs_return_bounded_images(tiny_prefs):
-    unbounded = load_pairs(tiny_prefs).images([0, 1])
-    width, height = unbounded[0].size  # the tiny world's 32x32 images
+    unbounded = load_pairs(tiny_prefs).images([0, 1])  # one list of images per record
+    width, height = unbounded[0][0].size  # the tiny world's 32x32 images
     bounded = load_pairs(tiny_prefs, max_pixels=width * height // 4).images([0, 1])
-    assert [im.size for im in bounded] == [(width // 2, height // 2)] * 2
-    assert [im.size for im in load_pairs(tiny_prefs, max_pixels=width * height).images([0, 1])] == [(width, height)] * 2
+    assert [[im.size for im in shown] for shown in bounded] == [[(width // 2, height // 2)]] * 2
+    exact = load_pairs(tiny_prefs, max_pixels=width * height).images([0, 1])
+    assert [[im.size for im in shown] for shown in exact] == [[(width, height)]] * 2
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava_next"])

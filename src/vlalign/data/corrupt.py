@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -322,16 +322,24 @@ def corrupt_image(image: Image.Image, method: str, *, step: int = 500, mode: str
     return to_pil(out)
 
 
-def corrupt_pixels(processor, images: list[Image.Image], step: int, mode: str,
+def corrupt_pixels(processor, images: Sequence[Image.Image | Sequence[Image.Image]], step: int, mode: str,
                    generator: torch.Generator | list[torch.Generator],
-                   images_arg: Callable[[list[Image.Image]], list] = list) -> torch.Tensor:
+                   images_arg: Callable[[list[list[Image.Image]]], list] | None = None) -> torch.Tensor:
     """POVID's and TPO's corrupted images: diffusion noise in [0, 1] pixel space, then the processor as usual.
 
-    ``generator`` is one generator for all the images in turn, or one per image. ``images_arg``
-    puts the images (one per prompt) in the form the family's image processor takes for a batch
-    (:meth:`vlalign.models.adapters.Adapter.images_arg`: Idefics3 wants one list per prompt).
+    ``images`` has one entry per record (prompt): its image, or its images in the order the
+    prompt shows them. Every image is corrupted. ``generator`` is one generator for all the
+    images in turn, or one per record, which draws that record's images' noise in order (so a
+    record's noise does not depend on the other records of its batch). ``images_arg`` puts the
+    images (one list per prompt) in the form the family's image processor takes for a batch
+    (:meth:`vlalign.models.adapters.Adapter.images_arg`; default: all of them in one flat list).
     Returns the processor's ``pixel_values`` of the corrupted images (the shape of the clean ones').
     """
-    generators = generator if isinstance(generator, list) else [generator] * len(images)
-    noisy = [to_pil(diffusion_noise(to_tensor(im), step, mode=mode, generator=g)) for im, g in zip(images, generators)]
-    return processor.image_processor(images_arg(noisy), return_tensors="pt")["pixel_values"]
+    records = [[entry] if isinstance(entry, Image.Image) else list(entry) for entry in images]
+    generators = generator if isinstance(generator, list) else [generator] * len(records)
+    if len(generators) != len(records):
+        raise ValueError(f"{len(generators)} generators for {len(records)} records")
+    noisy = [[to_pil(diffusion_noise(to_tensor(im), step, mode=mode, generator=g)) for im in shown]
+             for shown, g in zip(records, generators)]
+    batch = images_arg(noisy) if images_arg is not None else [im for shown in noisy for im in shown]
+    return processor.image_processor(batch, return_tensors="pt")["pixel_values"]

@@ -17,8 +17,8 @@ from vlalign.errors import UserError
 class Pairs:
     """Preference records and where their images are.
 
-    ``max_pixels`` (0: no bound) caps every image :meth:`images` returns, downscaled with its
-    aspect kept (:func:`vlalign.data.datasets.bound_pixels`).
+    ``max_pixels`` (0: no bound) caps every image :meth:`images` returns (each of a record's
+    images alone), downscaled with its aspect kept (:func:`vlalign.data.datasets.bound_pixels`).
     """
 
     records: list[PreferenceRecord]
@@ -26,9 +26,14 @@ class Pairs:
     image_root: Path | None
     max_pixels: int = 0
 
-    def images(self, rows: list[int]) -> list[Image.Image]:
-        return [bound_pixels(open_image(self.records[r].resolve_image(self.path, self.image_root),
-                                        f"{self.path}: record {self.records[r].id}"), self.max_pixels) for r in rows]
+    def images(self, rows: list[int]) -> list[list[Image.Image]]:
+        """Each row's images, one list per record in the order its prompt shows them, each bounded."""
+        return [self._record_images(self.records[r]) for r in rows]
+
+    def _record_images(self, record: PreferenceRecord) -> list[Image.Image]:
+        where = f"{self.path}: record {record.id}"
+        return [bound_pixels(open_image(path, where), self.max_pixels)
+                for path in record.resolve_images(self.path, self.image_root)]
 
     def in_order(self, batch_size: int) -> Iterator[list[int]]:
         """Row indices in file order, ``batch_size`` at a time (the last batch may be short)."""

@@ -5,17 +5,23 @@ The native (``vlalign``) format is one JSON object a line::
     {"id": "...", "image": "rel/path.png", "prompt": "...", "chosen": "...", "rejected": "...",
      "source": "inject:rules", "meta": {...}}
 
-``image`` is relative to the file's directory, or to an image root given by the caller;
-``prompt`` carries no image placeholder; ``meta`` is optional. Two other formats are read:
+A record about several images gives ``"images": ["a.png", "b.png"]`` instead of ``image``
+(a non-empty list of non-empty paths, shown to the model in that order; a line with both keys
+is bad). Paths are relative to the file's directory, or to an image root given by the caller;
+``prompt`` carries no image placeholder; ``meta`` is optional. Records are written with
+``image`` when they have one image and ``images`` when they have several, so files written
+before ``images`` existed are written back byte for byte. Two other formats are read:
 
 * **POVID / LLaVA**: ``id``, ``image``, ``conversations`` and ``rejected_conversations``, each a
   list of alternating ``{"from": "human" | "gpt", "value": ...}`` turns. Turn pair *k* of the
   two lists gives one record (prompt = human turn with ``<image>`` removed, chosen/rejected =
   the gpt turns); the human turns of both lists must be equal. When a line has more than one
-  pair the ids get ``-1``, ``-2``, ... suffixes. ``source`` defaults to ``"povid"``.
+  pair the ids get ``-1``, ``-2``, ... suffixes. ``source`` defaults to ``"povid"``. The format
+  holds one image a line, so :func:`convert` refuses to write a record with several into it.
 * **TRL / RLHF-V**: ``prompt``, ``chosen``, ``rejected`` as plain strings or as TRL
-  conversational message lists, and ``image`` or ``images`` (a list of exactly one path).
-  A missing ``id`` becomes ``"{file stem}-{line number}"``; ``source`` defaults to ``"trl"``.
+  conversational message lists, and ``image`` or ``images`` (a list of one or more paths).
+  A conversational prompt with image parts must have one per image. A missing ``id`` becomes
+  ``"{file stem}-{line number}"``; ``source`` defaults to ``"trl"``.
 
 Every problem is reported as ``"{path}: line {n}: {reason}"``, one per bad line; a line is the
 unit of rejection, so a POVID line with one bad turn pair is rejected whole (the reason says
@@ -28,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +51,7 @@ __all__ = [
     "detect_format",
     "read_records",
     "resolve_image",
+    "resolve_images",
     "write_records",
 ]
 
@@ -59,10 +66,14 @@ IMAGE_PLACEHOLDER = "<image>"
 
 @dataclass(frozen=True)
 class PreferenceRecord:
-    """One preference pair: a prompt about an image, a preferred and a dispreferred answer."""
+    """One preference pair: a prompt about one or more images, a preferred and a dispreferred answer.
+
+    ``images`` are the paths as written, in the order the prompt shows them. One path may be
+    given as a plain string, and a list becomes a tuple (records stay hashable).
+    """
 
     id: str
-    image: str
+    images: tuple[str, ...]
     prompt: str
     chosen: str
     rejected: str
@@ -70,17 +81,25 @@ class PreferenceRecord:
     # A dict is unhashable; leaving it out of the hash keeps records usable in sets.
     meta: dict[str, Any] = field(default_factory=dict, hash=False)
 
+    def __post_init__(self) -> None:
+        images = (self.images,) if isinstance(self.images, str) else tuple(self.images)
+        if not images:
+            raise ValueError(f"record {self.id}: a record shows at least one image")
+        object.__setattr__(self, "images", images)  # frozen: the one normalisation, at construction
+
     def to_json(self) -> dict[str, Any]:
-        """The record as a native-format JSON object; ``meta`` only when it is not empty."""
-        row: dict[str, Any] = {"id": self.id, "image": self.image, "prompt": self.prompt, "chosen": self.chosen,
+        """The record as a native-format JSON object: ``image`` for one image, ``images`` for several;
+        ``meta`` only when it is not empty."""
+        images: dict[str, Any] = {"image": self.images[0]} if len(self.images) == 1 else {"images": list(self.images)}
+        row: dict[str, Any] = {"id": self.id, **images, "prompt": self.prompt, "chosen": self.chosen,
                                "rejected": self.rejected, "source": self.source}
         if self.meta:
             row["meta"] = dict(self.meta)
         return row
 
-    def resolve_image(self, path_of_file: str | Path, image_root: str | Path | None = None) -> Path:
-        """Same as :func:`resolve_image` for this record."""
-        return resolve_image(self, path_of_file, image_root)
+    def resolve_images(self, path_of_file: str | Path, image_root: str | Path | None = None) -> tuple[Path, ...]:
+        """Same as :func:`resolve_images` for this record."""
+        return resolve_images(self, path_of_file, image_root)
 
 
 @dataclass
@@ -119,25 +138,30 @@ class _Bad(Exception):
     """Internal: one line's problem, turned into a :class:`BadRecord` by the reader."""
 
 
-def resolve_image(record: PreferenceRecord, path_of_file: str | Path, image_root: str | Path | None = None) -> Path:
-    """Where ``record.image`` lies: against ``image_root`` when given, else the file's directory.
-
-    An absolute ``image`` is returned unchanged.
-    """
-    image = Path(record.image)
+def resolve_image(image: str | Path, path_of_file: str | Path, image_root: str | Path | None = None) -> Path:
+    """Where one image path of a records file lies: against ``image_root`` when given, else the
+    file's directory. An absolute path is returned unchanged."""
+    image = Path(image)
     if image.is_absolute():
         return image
     base = Path(image_root) if image_root is not None else Path(path_of_file).parent
     return base / image
 
 
+def resolve_images(record: PreferenceRecord, path_of_file: str | Path,
+                   image_root: str | Path | None = None) -> tuple[Path, ...]:
+    """Where each of ``record.images`` lies (:func:`resolve_image`), in order."""
+    return tuple(resolve_image(image, path_of_file, image_root) for image in record.images)
+
+
 def detect_format(row: dict[str, Any]) -> str | None:
     """The format a JSON object is written in, from its keys; None when it fits none.
 
     A flat row (prompt/chosen/rejected) is native only when it has everything the native
-    format requires (``id`` and ``source``) in native shape (plain strings, a single
-    ``image``); anything else flat is TRL, whose reader supplies the missing defaults. For a
-    row that has both, the two readers give the same record.
+    format requires (``id`` and ``source``) in native shape (plain strings, an ``image``
+    string); anything else flat is TRL, whose reader supplies the missing defaults. For a
+    row that has both, the two readers give the same record; so does a native row with
+    ``images``, which is read as TRL (both readers take the list the same way).
     """
     if "conversations" in row or "rejected_conversations" in row:
         return "povid"
@@ -220,11 +244,30 @@ def _message_text(key: str, value: Any, role: str) -> tuple[str, int]:
     return "\n".join(texts), images
 
 
+def _images(row: dict[str, Any]) -> tuple[str, ...]:
+    """A row's image paths: ``image`` (one path) or ``images`` (a non-empty list of paths), not both."""
+    if "image" in row and "images" in row:
+        raise _Bad("both image and images given")
+    if "image" in row:
+        return (_string(row, "image"),)
+    if "images" not in row:
+        raise _Bad("missing field image (or images)")
+    images = row["images"]
+    if not isinstance(images, list):
+        raise _Bad(f"field images is not a list of paths (got {_json_type(images)})")
+    if not images:
+        raise _Bad("field images is empty")
+    for k, image in enumerate(images, start=1):
+        if not isinstance(image, str):
+            raise _Bad(f"field images: item {k} is not a string (got {_json_type(image)})")
+    return tuple(images)
+
+
 def _read_flat(row: dict[str, Any], lineno: int, stem: str, native: bool) -> list[PreferenceRecord]:
-    """A native row (``native``) or a TRL row, whose id, source and image shape are laxer."""
+    """A native row (``native``) or a TRL row, whose id, source and prompt shape are laxer."""
     if native:
         # Arguments are evaluated in order, so a missing field is named in the format's order.
-        return [PreferenceRecord(_string(row, "id"), _string(row, "image"), _string(row, "prompt"),
+        return [PreferenceRecord(_string(row, "id"), _images(row), _string(row, "prompt"),
                                  _string(row, "chosen"), _string(row, "rejected"), _string(row, "source"),
                                  _meta(row))]
     record_id = _string(row, "id", default=f"{stem}-{lineno}")
@@ -236,24 +279,12 @@ def _read_flat(row: dict[str, Any], lineno: int, stem: str, native: bool) -> lis
     rejected, rejected_images = _message_text("rejected", row["rejected"], "assistant")
     if chosen_images or rejected_images:
         raise _Bad("images inside answers are not supported")
-    if "image" in row and "images" in row:
-        raise _Bad("both image and images given")
-    if "images" in row:
-        images = row["images"]
-        if not isinstance(images, list) or not all(isinstance(im, str) for im in images):
-            raise _Bad(f"field images is not a list of paths (got {_json_type(images)})")
-        if len(images) > 1:
-            raise _Bad("multi-image records are not supported")
-        if not images:
-            raise _Bad("field images is empty")
-        image = images[0]
-    elif "image" in row:
-        image = _string(row, "image")
-    else:
-        raise _Bad("missing field image (or images)")
-    if prompt_images > 1:
-        raise _Bad("multi-image records are not supported")
-    return [PreferenceRecord(record_id, image, _strip_placeholder(prompt), chosen, rejected,
+    images = _images(row)
+    # A message list without image parts leaves where the images go to the chat template.
+    if prompt_images and prompt_images != len(images):
+        paths = f"{len(images)} image path{'s' if len(images) > 1 else ''}"
+        raise _Bad(f"prompt has {prompt_images} image part{'s' if prompt_images > 1 else ''} but the record has {paths}")
+    return [PreferenceRecord(record_id, images, _strip_placeholder(prompt), chosen, rejected,
                              _string(row, "source", default="trl"), _meta(row))]
 
 
@@ -324,8 +355,9 @@ def _content_problem(record: PreferenceRecord) -> str | None:
         return "chosen equals rejected"
     if not record.id.strip():
         return "empty id"
-    if not record.image.strip():
-        return "empty image"
+    for k, image in enumerate(record.images, start=1):
+        if not image.strip():
+            return "empty image" if len(record.images) == 1 else f"empty image (item {k} of images)"
     if not record.source.strip():
         return "empty source"
     return None
@@ -341,8 +373,8 @@ def read_records(path: str | Path, *, fmt: str = "auto", image_root: str | Path 
     """Read and validate a records file in any supported format.
 
     ``fmt`` is ``"auto"`` (detected line by line from the keys present) or forces one of
-    :data:`FORMATS`. Images are checked to exist (``check_images``) against ``image_root``
-    or the file's directory; the returned records keep ``image`` as written.
+    :data:`FORMATS`. Every image is checked to exist (``check_images``) against ``image_root``
+    or the file's directory; the returned records keep ``images`` as written.
 
     Every line is checked before anything is decided. With ``on_bad="error"`` any bad line
     raises :class:`BadRecordsError` (a :class:`UserError`) naming the first and counting the
@@ -382,12 +414,12 @@ def read_records(path: str | Path, *, fmt: str = "auto", image_root: str | Path 
             if duplicate:
                 raise _Bad(duplicate)
             if check_images:
-                # All records of a line share one image.
-                where = resolve_image(parsed[0], path, image_root)
-                if where not in image_exists:
-                    image_exists[where] = where.is_file()
-                if not image_exists[where]:
-                    raise _Bad(f"image not found: {where}")
+                # All records of a line share its images.
+                for where in resolve_images(parsed[0], path, image_root):
+                    if where not in image_exists:
+                        image_exists[where] = where.is_file()
+                    if not image_exists[where]:
+                        raise _Bad(f"image not found: {where}")
         except _Bad as err:
             bad.append(BadRecord(path, lineno, str(err)))
             continue
@@ -414,12 +446,13 @@ def _extras(record: PreferenceRecord) -> dict[str, Any]:
 
 def _to_trl(record: PreferenceRecord) -> dict[str, Any]:
     return {"id": record.id, "prompt": record.prompt, "chosen": record.chosen, "rejected": record.rejected,
-            "images": [record.image], **_extras(record)}
+            "images": list(record.images), **_extras(record)}
 
 
 def _to_povid(record: PreferenceRecord) -> dict[str, Any]:
+    (image,) = record.images  # convert refuses several images before writing anything
     human = {"from": "human", "value": f"{IMAGE_PLACEHOLDER}\n{record.prompt}"}
-    return {"id": record.id, "image": record.image,
+    return {"id": record.id, "image": image,
             "conversations": [human, {"from": "gpt", "value": record.chosen}],
             "rejected_conversations": [dict(human), {"from": "gpt", "value": record.rejected}],
             **_extras(record)}
@@ -428,20 +461,23 @@ def _to_povid(record: PreferenceRecord) -> dict[str, Any]:
 _WRITERS = {"vlalign": PreferenceRecord.to_json, "trl": _to_trl, "povid": _to_povid}
 
 
+def _rebase_path(image: str, old_dir: str, new_dir: str) -> str:
+    """One file-relative image path re-expressed relative to ``new_dir`` (absolute ones unchanged)."""
+    if Path(image).is_absolute():
+        return image
+    target = os.path.join(old_dir, image)
+    try:
+        return Path(os.path.relpath(target, new_dir)).as_posix()
+    except ValueError:  # different drives on Windows: no relative path exists
+        return Path(os.path.normpath(target)).as_posix()
+
+
 def _rebase(record: PreferenceRecord, src: Path, dst: Path) -> PreferenceRecord:
-    """The record with a file-relative image path re-expressed relative to ``dst``'s directory."""
-    if Path(record.image).is_absolute():
-        return record
+    """The record with its file-relative image paths re-expressed relative to ``dst``'s directory."""
     old_dir, new_dir = os.path.abspath(src.parent), os.path.abspath(dst.parent)
     if old_dir == new_dir:
         return record
-    target = os.path.join(old_dir, record.image)
-    try:
-        image = Path(os.path.relpath(target, new_dir)).as_posix()
-    except ValueError:  # different drives on Windows: no relative path exists
-        image = Path(os.path.normpath(target)).as_posix()
-    return PreferenceRecord(record.id, image, record.prompt, record.chosen, record.rejected, record.source,
-                            record.meta)
+    return replace(record, images=tuple(_rebase_path(image, old_dir, new_dir) for image in record.images))
 
 
 def convert(src: str | Path, dst: str | Path, *, fmt: str = "auto", to: str = "vlalign",
@@ -450,10 +486,11 @@ def convert(src: str | Path, dst: str | Path, *, fmt: str = "auto", to: str = "v
     """Read ``src`` in any format (see :func:`read_records`) and write ``dst`` in format ``to``.
 
     Returns (records written, bad lines). With ``on_bad="error"`` a bad line raises before
-    anything is written. TRL output has plain-string prompt/chosen/rejected, ``images: [path]``
-    and ``id``; POVID output has ``id``, ``image`` and one-pair ``conversations`` /
+    anything is written. TRL output has plain-string prompt/chosen/rejected, ``images`` (every
+    path) and ``id``; POVID output has ``id``, ``image`` and one-pair ``conversations`` /
     ``rejected_conversations``. Both also carry ``source`` and ``meta`` so that reading them
-    back gives the same records.
+    back gives the same records. POVID holds one image a record: a record with several is a
+    :class:`UserError` naming it, before anything is written (no image is ever dropped).
 
     Without ``image_root`` image paths are relative to the file, so when ``dst`` lies in
     another directory they are rewritten relative to it (still pointing at the same files);
@@ -462,6 +499,11 @@ def convert(src: str | Path, dst: str | Path, *, fmt: str = "auto", to: str = "v
     _check_choice("output format", to, FORMATS)
     src, dst = Path(src), Path(dst)
     records, bad = read_records(src, fmt=fmt, image_root=image_root, check_images=check_images, on_bad=on_bad)
+    if to == "povid":
+        several = next((record for record in records if len(record.images) > 1), None)
+        if several is not None:
+            raise UserError(f"{src}: record {several.id} has {len(several.images)} images, but the povid format "
+                            "holds one image a record; convert to vlalign or trl instead")
     if image_root is None:
         records = [_rebase(record, src, dst) for record in records]
     written = write_jsonl(dst, (_WRITERS[to](record) for record in records))

@@ -148,6 +148,16 @@ def thumbnail_html(path: str | os.PathLike[str], size: int, alt: str) -> str:
             f'width="{img.width * scale}" height="{img.height * scale}">')
 
 
+def pictures_html(rec: ScoredRecord, size: int = 160) -> str:
+    """Thumbnails of all of a record's images: one at ``size`` pixels, several at half that, in prompt order."""
+    n = len(rec.images)
+    if n == 1:
+        return thumbnail_html(rec.images[0], size, f"image of {rec.id}")
+    thumbs = "".join(thumbnail_html(path, size // 2, f"image {k} of {n} of {rec.id}")
+                     for k, path in enumerate(rec.images, start=1))
+    return f'<div class="pictures" title="{n} images">{thumbs}</div>'
+
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1100px; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
@@ -160,6 +170,8 @@ th:first-child, td:first-child { text-align: left; }
 .edit { text-decoration: underline; text-decoration-thickness: 2px; }
 .muted { color: #666; font-size: 0.9em; }
 .thumb { image-rendering: pixelated; }
+.pictures { width: 164px; display: flex; flex-wrap: wrap; align-content: flex-start; gap: 2px; }
+.pictures .missing { width: auto; }
 .missing { width: 160px; color: #8a5a00; background: #fff6e0; padding: 0.3em 0.6em; font-size: 0.85em; }
 """
 
@@ -174,9 +186,8 @@ def page_html(records: list[ScoredRecord], summary: dict[str, dict[str, float]],
                            for k, v in settings.items())
     body = []
     for rec in records:
-        picture = thumbnail_html(rec.image, 160, f"image of {rec.id}")
         body.append(
-            f'<div class="record" id="{html.escape(rec.id, quote=True)}">{picture}<div class="answers">'
+            f'<div class="record" id="{html.escape(rec.id, quote=True)}">{pictures_html(rec)}<div class="answers">'
             f'<div class="muted">{html.escape(rec.id)} &middot; {html.escape(rec.prompt)}</div>'
             f'<div class="answer"><b>chosen</b>{answer_html(rec.chosen, scale)}</div>'
             f'<div class="answer"><b>rejected</b>{answer_html(rec.rejected, scale)}</div></div></div>')

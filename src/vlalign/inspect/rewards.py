@@ -63,11 +63,16 @@ class ScoredAnswer:
 
 @dataclass
 class ScoredRecord:
+    """A scored record; ``images`` are its images' resolved paths in prompt order (one may be given as a string)."""
+
     id: str
-    image: str  # resolved path
+    images: tuple[str, ...]
     prompt: str
     chosen: ScoredAnswer
     rejected: ScoredAnswer
+
+    def __post_init__(self) -> None:
+        self.images = (self.images,) if isinstance(self.images, str) else tuple(self.images)
 
 
 @dataclass
@@ -138,7 +143,7 @@ def score_records(model, processor, pairs: Pairs, vocab: Vocabulary, config: Ins
         chosen_s, rejected_s = visual_anchor_scores(clean, corrupted, config.kind)
         for b, r in enumerate(rows):
             rec = pairs.records[r]
-            prompt_text = chat_prompt(processor, rec.prompt)
+            prompt_text = chat_prompt(processor, rec.prompt, len(rec.images))
             named = {m.category for m in finder(rec.chosen)}
             answers = []
             for text, scores, mask, is_chosen in ((rec.chosen, chosen_s, clean.chosen_mask, True),
@@ -150,7 +155,8 @@ def score_records(model, processor, pairs: Pairs, vocab: Vocabulary, config: Ins
                 words = label_words(text, spans, values, finder, named, is_chosen)
                 edits = [] if is_chosen else _edit_spans(rec.meta)
                 answers.append(ScoredAnswer(text, spans, values, words, edits))
-            out.append(ScoredRecord(rec.id, str(rec.resolve_image(pairs.path, pairs.image_root)), rec.prompt, *answers))
+            images = tuple(str(path) for path in rec.resolve_images(pairs.path, pairs.image_root))
+            out.append(ScoredRecord(rec.id, images, rec.prompt, *answers))
         if on_progress:
             on_progress(len(out), total)
     return out

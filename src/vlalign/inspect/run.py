@@ -30,6 +30,11 @@ from vlalign.models.load import load_vlm
 from vlalign.text.vocabulary import Vocabulary
 
 
+def _images_json(images: tuple[str, ...]) -> dict[str, Any]:
+    """``image`` for one image, ``images`` for several, as preference records write them."""
+    return {"image": images[0]} if len(images) == 1 else {"images": list(images)}
+
+
 def _answer_json(answer: ScoredAnswer) -> dict[str, Any]:
     return {"text": answer.text,
             "tokens": [{"span": list(span), "s": round(score, 5)} for span, score in zip(answer.spans, answer.scores)],
@@ -52,7 +57,7 @@ def inspect_rewards(model_dir: str | Path, data: str | Path, out: str | Path, vo
                "settings": config_to_dict(config), "words": summarize(records)}
     scale = score_scale(records)
     with atomic_dir(out, overwrite) as tmp:
-        write_jsonl(tmp / "scores.jsonl", ({"id": r.id, "image": r.image, "prompt": r.prompt,
+        write_jsonl(tmp / "scores.jsonl", ({"id": r.id, **_images_json(r.images), "prompt": r.prompt,
                                             "chosen": _answer_json(r.chosen), "rejected": _answer_json(r.rejected)}
                                            for r in records))
         histogram = histogram_png(records)

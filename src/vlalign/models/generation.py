@@ -44,9 +44,11 @@ class DecodingConfig:
             raise ValueError("sampling needs temperature > 0 and 0 < top_p <= 1")
 
 
-def chat_prompt(processor, question: str) -> str:
-    """``question`` about one image, rendered by the processor's chat template, ready to answer."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+def chat_prompt(processor, question: str, images: int = 1) -> str:
+    """``question`` about ``images`` images (shown before it), rendered by the processor's chat template,
+    ready to answer."""
+    messages = [{"role": "user", "content": [*({"type": "image"} for _ in range(images)),
+                                             {"type": "text", "text": question}]}]
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 

@@ -226,10 +226,13 @@ def load_scores(path: Path) -> list[ScoredRecord]:
     records = []
     for lineno, row in read_jsonl(path):
         try:
-            record = ScoredRecord(str(row["id"]), str(row["image"]), str(row["prompt"]), _answer(row["chosen"]),
+            images = tuple(str(im) for im in row["images"]) if "images" in row else (str(row["image"]),)
+            if not images:
+                raise ValueError("no image")
+            record = ScoredRecord(str(row["id"]), images, str(row["prompt"]), _answer(row["chosen"]),
                                   _answer(row["rejected"]))
         except (KeyError, TypeError, ValueError, IndexError):
-            raise UserError(f"{path}: line {lineno}: not a scored record (id, image, prompt, chosen and rejected "
+            raise UserError(f"{path}: line {lineno}: not a scored record (id, image or images, prompt, chosen and rejected "
                             "with text and tokens)") from None
         if not record.chosen.spans or not record.rejected.spans:
             raise UserError(f"{path}: line {lineno}: an answer has no tokens")

@@ -13,22 +13,21 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from vlalign.models.adapters.base import Adapter, ImageInputs, Parts, concat_images, repeat_images
+from vlalign.models.adapters.base import Adapter, ImageInputs, Parts, PromptImages, concat_images, image_lists, repeat_images
 from vlalign.models.adapters.llava import LlavaAdapter
 from vlalign.models.adapters.nested import NestedImagesAdapter
 from vlalign.models.adapters.qwen2_vl import Qwen2VLAdapter
 
-__all__ = ["ADAPTERS", "Adapter", "ImageInputs", "LlavaAdapter", "NestedImagesAdapter", "Parts", "Qwen2VLAdapter",
-           "UNSUPPORTED", "adapter_for", "check_family", "concat_images", "repeat_images"]
+__all__ = ["ADAPTERS", "Adapter", "ImageInputs", "LlavaAdapter", "NestedImagesAdapter", "Parts", "PromptImages",
+           "Qwen2VLAdapter", "UNSUPPORTED", "adapter_for", "check_family", "concat_images", "image_lists", "repeat_images"]
 
 ADAPTERS: dict[str, type[Adapter]] = {
     # a fast path of their own
     "llava": LlavaAdapter, "qwen2_vl": Qwen2VLAdapter,
     # the generic forward, images one list per prompt
-    "gemma3": NestedImagesAdapter, "idefics3": NestedImagesAdapter, "smolvlm": NestedImagesAdapter,
+    **dict.fromkeys(("gemma3", "idefics3", "smolvlm", "llava_onevision"), NestedImagesAdapter),
     # the generic forward as is
-    **dict.fromkeys(("llava_next", "llava_onevision", "aya_vision", "internvl", "qwen2_5_vl", "qwen3_vl", "mistral3"),
-                    Adapter),
+    **dict.fromkeys(("llava_next", "aya_vision", "internvl", "qwen2_5_vl", "qwen3_vl", "mistral3"), Adapter),
 }
 
 # Families whose images reach the language model other than through its input embeddings, so

@@ -8,8 +8,12 @@ the choice of trainable parts and LoRA go through this interface; nothing else c
 ``model_type``.
 
 The :class:`Adapter` base class *is* the generic adapter: the model's own inner forward on the
-rows, each row with its own copy of its image (so a pair's image is encoded once per row), and
-the vocabulary projection left to the caller, which applies it at response positions only.
+rows, each row with its own copy of its prompt's images (so a pair's images are encoded once per
+row), and the vocabulary projection left to the caller, which applies it at response positions only.
+
+A prompt shows one or more images. Wherever a batch's images are given per prompt (a
+:data:`PromptImages` sequence), an entry is a PIL image (a prompt of one image) or a sequence
+of the prompt's images in the order it shows them.
 Slower than a family's fast path, but it is the model's own arithmetic, whatever the family does
 with its images (tiling, multimodal positions, DeepStack features).
 """
@@ -23,16 +27,29 @@ from typing import Any
 import torch
 from PIL import Image
 
-__all__ = ["Adapter", "ImageInputs", "Parts", "concat_images", "repeat_images"]
+__all__ = ["Adapter", "ImageInputs", "Parts", "PromptImages", "concat_images", "image_lists", "repeat_images"]
 
-# The processor's image tensors of n images (pixel_values, image_grid_thw, image_sizes, ...):
-# each holds the images in order along its first dimension (one row per image, or the
-# images' patches concatenated), so two sets are joined by concatenating every tensor.
+# The processor's image tensors of n prompts' images (pixel_values, image_grid_thw, image_sizes, ...):
+# each holds them in prompt order along its first dimension (one row per image, the images'
+# patches concatenated, or for Idefics3-style processors one row per prompt), so two sets are
+# joined by concatenating every tensor.
 ImageInputs = dict[str, torch.Tensor]
+
+# A batch's images, one entry per prompt: an image, or the prompt's images in order.
+PromptImages = Sequence["Image.Image | Sequence[Image.Image]"]
 
 _VISION = ("vision_tower", "visual", "vision_model")
 _PROJECTOR = ("multi_modal_projector", "connector", "merger")
 _LANGUAGE = ("language_model", "text_model")
+
+
+def image_lists(images: PromptImages) -> list[list[Image.Image]]:
+    """``images`` (one entry per prompt) as one list per prompt; a prompt without images is a ValueError."""
+    lists = [[entry] if isinstance(entry, Image.Image) else list(entry) for entry in images]
+    empty = next((k for k, entry in enumerate(lists) if not entry), None)
+    if empty is not None:
+        raise ValueError(f"prompt {empty} has no image: every prompt shows at least one")
+    return lists
 
 
 def concat_images(first: ImageInputs, second: ImageInputs) -> ImageInputs:
@@ -43,7 +60,11 @@ def concat_images(first: ImageInputs, second: ImageInputs) -> ImageInputs:
 
 
 def repeat_images(images: ImageInputs, times: int) -> ImageInputs:
-    """The images ``times`` over, in order (image 0..n-1, then 0..n-1 again, ...)."""
+    """The images ``times`` over, in order (prompt 0..n-1's, then 0..n-1's again, ...).
+
+    Prompts may show different numbers of images: each tensor holds them in prompt order, so
+    repeating it whole repeats every prompt's images, each set in the same order.
+    """
     return {k: torch.cat([v] * times) for k, v in images.items()}
 
 
@@ -76,9 +97,11 @@ class Adapter:
 
     # ------------------------------------------------------------------ the processor
 
-    def images_arg(self, images: Sequence[Image.Image]) -> list:
-        """``images`` (one per prompt) in the form the family's processor takes for a batch."""
-        return [[im] for im in images] if self.nested_images else list(images)
+    def images_arg(self, images: PromptImages) -> list:
+        """``images`` (one entry per prompt) in the form the family's processor takes for a batch:
+        one list per prompt (``nested_images``), else every image in a flat list, prompt by prompt."""
+        lists = image_lists(images)
+        return lists if self.nested_images else [image for prompt in lists for image in prompt]
 
     def image_inputs(self, encoded: dict[str, Any]) -> ImageInputs:
         """The image tensors of a processor output: everything but the ids, the mask and per-token types."""
@@ -120,18 +143,19 @@ class Adapter:
         return self.parts(model).language_model
 
     def hidden_states(self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      images: ImageInputs, rows_per_image: int,
+                      images: ImageInputs, rows_per_prompt: int,
                       token_types: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """(R, W, H) last hidden states of R right-padded rows; row r shows image ``r % n`` of the n in ``images``.
+        """(R, W, H) last hidden states of R right-padded rows; row r shows prompt ``r % n``'s images.
 
         Args:
             model: the ``...ForConditionalGeneration`` model (PEFT unwrapped).
-            input_ids, attention_mask: (R, W), R = ``rows_per_image`` * n.
-            images: the processor's image tensors of the n images.
+            input_ids, attention_mask: (R, W), R = ``rows_per_prompt`` * n: rows 0..n-1 show
+                prompts 0..n-1, and so on again (chosen rows, then rejected).
+            images: the processor's image tensors of the n prompts' images, in prompt order.
             token_types: (R, W) per-token inputs beside the ids (``mm_token_type_ids``, ...).
         """
         dtype = model.get_input_embeddings().weight.dtype
-        inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in repeat_images(images, rows_per_image).items()}
+        inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in repeat_images(images, rows_per_prompt).items()}
         out = model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **inputs,
                           **(token_types or {}))
         return out.last_hidden_state

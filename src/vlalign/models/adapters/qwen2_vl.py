@@ -18,10 +18,14 @@ class Qwen2VLAdapter(LlavaAdapter):
     family = "qwen2_vl"
     prefix_sharing = False
 
-    def position_ids(self, model, ids, attention_mask, images, rows_per_image):
-        """(3, rows, W) multimodal rotary positions."""
+    def position_ids(self, model, ids, attention_mask, images, rows_per_prompt):
+        """(3, rows, W) multimodal rotary positions.
+
+        ``get_rope_index`` takes the grids in the order the rows show their images, which is
+        every prompt's in prompt order, ``rows_per_prompt`` times over.
+        """
         image_mask = ids == model.config.image_token_id
-        grid = images["image_grid_thw"].repeat(rows_per_image, 1)
+        grid = images["image_grid_thw"].repeat(rows_per_prompt, 1)
         positions, _ = model.model.get_rope_index(ids, image_mask.int(), image_grid_thw=grid,
                                                   attention_mask=attention_mask)
         return positions
