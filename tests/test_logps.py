@@ -276,7 +276,8 @@ def test_one_vision_call_per_pair_and_lm_head_only_at_response_tokens(case):
             hook.remove()
     assert vision_calls == [len(images)]
     tokens = int(batch.response_mask.sum())
-    if vlm.family == "llava":  # a state of a pair's shared prefix predicts a token of both rows: projected once
+    # LLaVA and Qwen2-VL pack pairs: a state of a pair's shared prefix predicts a token of both rows, projected once
+    if vlm.family in ("llava", "qwen2_vl"):
         starts = batch.response_mask.int().argmax(1).tolist()
         tokens -= sum(shared - starts[i] + 1 for i, shared in enumerate(_shared_lengths(batch)))
     assert len(head_rows) == 1 and head_rows[0][0] == tokens < batch.input_ids.numel()
@@ -389,7 +390,7 @@ def test_pair_logps_of_prompts_with_several_images_equal_the_naive_forward(famil
                                                    for k, size in enumerate([(56, 56), (56, 28), (28, 56), (28, 28)])]
     shown = several(base)
     adapter = adapter_for(vlm.model)
-    adapter.prefix_sharing = packed  # off: LLaVA's padded rows, features scattered in order
+    adapter.packs_pairs = packed  # off: the padded rows, features scattered in order
     batch = collate_pairs(vlm.processor, shown, PROMPTS[:3], CHOSEN[:3], REJECTED[:3], adapter=adapter)
     token = image_token_id(vlm.processor)
     placeholders = (batch.input_ids[:3] == token).sum(1).tolist()

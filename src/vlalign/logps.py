@@ -213,8 +213,8 @@ def _block_mask(query_ok: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.masked_fill(~query_ok, torch.finfo(dtype).min)[None, None]
 
 
-def _packed_hidden(base, adapter: Adapter, batch: PairBatch, pairs: list[int], features: list[torch.Tensor]
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def _packed_hidden(base, adapter: Adapter, batch: PairBatch, pairs: list[int], features: list[torch.Tensor],
+                   positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states of the ``pairs``' shared prefixes and remainders, packed without padding (LLaVA family).
 
     A pair's chosen and rejected rows agree up to some token: the whole prompt (template, image,
@@ -246,7 +246,7 @@ def _packed_hidden(base, adapter: Adapter, batch: PairBatch, pairs: list[int], f
     allowed = (g_p[:, None] == g_p[None]) & (t_p[None] <= t_p[:, None])
     embeds = adapter.embed(base, prefix_ids, [features[p] for p in pairs])
     out = language_model(inputs_embeds=embeds, attention_mask=_block_mask(allowed, embeds.dtype),
-                         position_ids=t_p[None], use_cache=True)
+                         position_ids=_packed_positions(positions, index[g_p], t_p), use_cache=True)
 
     # Remainder tokens: (row k of 2G, position shared <= t < length), packed row by row.
     rows = both.reshape(-1)  # (2G,) chosen rows of the group, then rejected
@@ -257,7 +257,8 @@ def _packed_hidden(base, adapter: Adapter, batch: PairBatch, pairs: list[int], f
     to_rest = (k_r[:, None] == k_r[None]) & (t_r[None] <= t_r[:, None])
     rest = language_model(inputs_embeds=base.get_input_embeddings()(ids[rows[k_r], t_r][None]),
                           attention_mask=_block_mask(torch.cat([to_prefix, to_rest], 1), embeds.dtype),
-                          position_ids=t_r[None], use_cache=False, **with_kv_cache(language_model, kv_cache(out)))
+                          position_ids=_packed_positions(positions, rows[k_r], t_r), use_cache=False,
+                          **with_kv_cache(language_model, kv_cache(out)))
     states = torch.cat([out.last_hidden_state[0], rest.last_hidden_state[0]])  # (P + R, H)
 
     where = torch.full(ids.shape, -1, dtype=torch.long, device=device)
@@ -273,6 +274,13 @@ def _packed_hidden(base, adapter: Adapter, batch: PairBatch, pairs: list[int], f
 # (tokens x tokens) square, so a CPU wants small groups, while a GPU step is bound by kernel
 # launches and wants few, large ones (measured: docs/benchmarks.md, "Packing").
 PACKED_TOKENS = {"cpu": 600, "default": 16384}
+
+
+def _packed_positions(positions: torch.Tensor | None, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Position ids of packed tokens (row ``rows[i]``, column ``columns[i]``): the column itself for
+    1-D positions (``positions`` None), else the padded rows' (3, 2B, L) multimodal positions
+    gathered, (3, 1, N): a shared prefix has the same positions in both its rows."""
+    return columns[None] if positions is None else positions[:, rows, columns][:, None]
 
 
 def _packed_predicting(base, adapter: Adapter, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,10 +300,12 @@ def _packed_predicting(base, adapter: Adapter, batch: PairBatch) -> tuple[torch.
     rows, cols = batch.response_mask.nonzero(as_tuple=True)  # row-major: the order of the targets
     # A pair's features are all of its images', joined in the order its prompt shows them.
     features = adapter.prompt_features(base, batch.input_ids[:batch.num_pairs], adapter.image_features(base, batch.images))
+    # multimodal positions (Qwen2-VL) are computed once on the padded rows and gathered for the packed tokens
+    positions = adapter.position_ids(base, batch.input_ids, batch.attention_mask, batch.images, 2)
     states, where = [], torch.full_like(batch.input_ids, -1)
     offset = 0
     for group in groups:
-        group_states, group_where = _packed_hidden(base, adapter, batch, group, features)
+        group_states, group_where = _packed_hidden(base, adapter, batch, group, features, positions)
         where = torch.where(group_where >= 0, group_where + offset, where)
         states.append(group_states)
         offset += len(group_states)
@@ -327,7 +337,7 @@ def pair_logps(model, batch: PairBatch, *, extra_targets: torch.Tensor | None = 
     base = _base(model)
     adapter = adapter or adapter_for(base)
     pairs = batch.num_pairs
-    if adapter.prefix_sharing and not _uses_checkpointing(base):
+    if adapter.packs_pairs and not _uses_checkpointing(base):
         predicting, index = _packed_predicting(base, adapter, batch)  # (U, H), (N,)
     else:
         hidden = _hidden(base, adapter, batch, batch.images, 2 * pairs)  # (2B, W, H)

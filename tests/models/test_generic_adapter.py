@@ -91,7 +91,7 @@ def test_pair_logps_equal_a_naive_forward_of_every_row(saved):
     family, path = saved
     vlm = load_vlm(path, dtype="float32", device="cpu")
     adapter = adapter_for(vlm.model)
-    assert not adapter.prefix_sharing
+    assert not adapter.packs_pairs
     batch, got = assert_rows_equal_a_naive_forward(vlm, adapter, images())
     with torch.no_grad():
         # POVID's argmax under other pixels runs the same generic forward

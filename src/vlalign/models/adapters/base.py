@@ -92,7 +92,10 @@ class Adapter:
     """The generic adapter: any ``AutoModelForImageTextToText`` whose inner model returns ``last_hidden_state``."""
 
     family = "generic"
-    prefix_sharing = False  # 1-D positions and image features scattered into embeddings: see logps
+    # the scorer may pack a pair's shared prefix and remainders (image features scattered into
+    # embeddings, positions from :meth:`position_ids` or 1-D): see vlalign.logps
+    packs_pairs = False
+    prefix_sharing = False  # generation may continue a cached prompt prefix (1-D positions only)
     nested_images = False  # the processor wants one list of images per prompt
 
     # ------------------------------------------------------------------ the processor

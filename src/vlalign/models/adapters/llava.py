@@ -20,6 +20,7 @@ class LlavaAdapter(Adapter):
     """
 
     family = "llava"
+    packs_pairs = True
     prefix_sharing = True
 
     def image_features(self, model: torch.nn.Module, images: ImageInputs) -> list[torch.Tensor]:

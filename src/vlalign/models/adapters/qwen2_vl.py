@@ -10,12 +10,15 @@ __all__ = ["Qwen2VLAdapter"]
 class Qwen2VLAdapter(LlavaAdapter):
     """Images encoded once, as for LLaVA, with (t, h, w) grid positions for image tokens.
 
-    Positions carry per-row offsets from the image grid, so a cached prefix cannot be continued
-    by another row's remainder: the rows run padded (no ``prefix_sharing``). The projector (the
-    patch merger) sits inside the vision tower.
+    The scorer packs pairs as LLaVA's does (``packs_pairs``): the multimodal positions are computed
+    once for the padded rows and gathered for the packed tokens, and a pair's shared prefix has the
+    same positions in both rows. Generation does not continue a cached prompt (no
+    ``prefix_sharing``): a prompt's positions depend on its image grid. The projector (the patch
+    merger) sits inside the vision tower.
     """
 
     family = "qwen2_vl"
+    packs_pairs = True
     prefix_sharing = False
 
     def position_ids(self, model, ids, attention_mask, images, rows_per_prompt):
