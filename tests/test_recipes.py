@@ -15,7 +15,7 @@ import pytest
 from vlalign.config import load_config
 from vlalign.demo import DEMO_METHODS
 from vlalign.errors import UserError
-from vlalign.recipes import ROOT, list_recipes, resolve_recipe
+from vlalign.recipes import ROOT, launch_configs, list_recipes, resolve_recipe
 from vlalign.train.config import METHODS, TrainConfig
 from vlalign.world.pretrain import PretrainConfig
 from vlalign.world.scenes import WorldConfig
@@ -200,6 +200,7 @@ def test_the_wheel_ships_every_recipe(wheel):
     recipes = {f"vlalign/recipes/{p.relative_to(ROOT).as_posix()}" for p in ROOT.rglob("*.yaml")}
     assert len(recipes) == len(list_recipes())
     assert recipes | {"vlalign/recipes/__init__.py", "vlalign/py.typed"} <= names
+    assert {f"vlalign/recipes/launch/{n}.json" for n in launch_configs()} <= names  # the DeepSpeed configs
 
 
 def test_recipes_are_found_from_the_installed_wheel(wheel, tmp_path):

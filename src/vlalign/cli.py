@@ -91,13 +91,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, what: str) -> None:
 def cmd_recipes(args: argparse.Namespace) -> int:
     from vlalign.recipes import launch_config, list_recipes
 
-    if args.launch:
-        print(launch_config(args.launch))
-        return 0
-    recipes = list_recipes(args.kind)
-    width = max(len(r.name) for r in recipes)
-    for recipe in recipes:
-        print(f"{recipe.name:<{width}}  {recipe.command}")
+    recipes = [] if args.launch else list_recipes(args.kind)
+    width = max((len(r.name) for r in recipes), default=0)
+    print(launch_config(args.launch) if args.launch else "\n".join(f"{r.name:<{width}}  {r.command}" for r in recipes))
     return 0
 
 
@@ -276,6 +272,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from vlalign.methods import METHODS
+    from vlalign.processes import end_with_launcher
     from vlalign.train.config import TrainConfig
     from vlalign.train.loop import train
 
@@ -285,7 +282,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_train_inputs(args, config)
     method = METHODS[config.method]
     quiet_transformers()
-    _stop_with_launcher()
+    end_with_launcher()
     main = int(os.environ.get("RANK", "0")) == 0  # under a launcher, one process draws and prints
     bar = None
 
@@ -310,20 +307,6 @@ def cmd_train(args: argparse.Namespace) -> int:
           + (f" ({summary['skipped_too_long']} skipped: longer than max_length)" if "skipped_too_long" in summary else "")
           + f"; model written to {config.out}/model, metrics in {config.out}/metrics.jsonl")
     return 0
-
-
-def _stop_with_launcher() -> None:
-    """Under ``accelerate launch`` / ``torchrun`` (``LOCAL_RANK`` set), end this worker when the
-    launcher that started it dies, even by SIGKILL, so no orphan holds the GPUs (Linux only)."""
-    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-    if os.getppid() == 1:  # the launcher died before the call above
-        sys.exit(1)
 
 
 # train's flags that are shorthands for config fields: flag dest -> field

@@ -8,11 +8,13 @@ process with less to do than the others repeats an item and discards the result.
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ALONE", "Processes"]
+__all__ = ["ALONE", "Processes", "end_with_launcher"]
 
 
 def _alone(value: Any) -> list[Any]:
@@ -41,3 +43,18 @@ class Processes:
 
 #: A run of one process.
 ALONE = Processes()
+
+
+def end_with_launcher() -> None:
+    """Under ``accelerate launch`` / ``torchrun`` (``LOCAL_RANK`` set), have Linux end this worker
+    when the launcher that started it dies, even by SIGKILL, so no orphan keeps training or holds
+    the GPUs. Elsewhere, and on other systems, nothing."""
+    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    if os.getppid() == 1:  # the launcher died before the call above
+        sys.exit(1)

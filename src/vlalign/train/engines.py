@@ -138,12 +138,11 @@ def fill_deepspeed_config(ds: dict[str, Any], config: TrainConfig) -> None:
     """
     wanted = {"train_micro_batch_size_per_gpu": config.batch_size, "gradient_accumulation_steps": config.grad_accum,
               "gradient_clipping": config.max_grad_norm}
-    for key, value in wanted.items():
-        if ds.get(key, "auto") == "auto":
-            ds[key] = value
-        elif ds[key] != value:
+    for key, value in wanted.items():  # every conflict checked before anything is filled in
+        if ds.get(key, "auto") not in ("auto", value):
             raise UserError(f"DeepSpeed config sets {key}={ds[key]} but the train config says {value}: "
                             "set it to 'auto' (vlalign fills it in)")
+    ds.update(wanted)
     zero = ds.setdefault("zero_optimization", {})
     if zero.get("stage") == 3:  # so that get_state_dict gathers the whole weights for model/
         zero["stage3_gather_16bit_weights_on_model_save"] = True
