@@ -102,8 +102,9 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def assert_same_weights(two: Path, one: Path) -> float:
-    """Equal within 1e-5: a few thousandths of the runs' updates (about 1e-3 a step), where ranks
-    that never all-reduce end 8e-3 apart; sums in another order move Adam's steps by ~1e-6."""
+    """Equal within 1e-5: under 1% of the runs' updates (the largest weight moved 1.5e-3 in two
+    steps), where ranks that never all-reduce end 8e-3 apart; sums in another order move Adam's
+    steps by about 1e-6."""
     mine, reference = weights(two), weights(one)
     assert mine.keys() == reference.keys() and mine
     for name in mine:
@@ -212,7 +213,9 @@ def test_zero_over_two_processes_equals_one(tmp_path, tiny_world, tiny_base, tin
     proc = subprocess.run(deepspeed_command(as_args(pairs), out, stage_config(stage, tmp_path)), capture_output=True,
                           text=True, timeout=420, env=DEEPSPEED_ENV, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "DEEPSPEED" in proc.stderr or (out / "checkpoints" / "step-1" / "pytorch_model").is_dir()
+    # DeepSpeed really ran: its own checkpoint of the partitions, marked with the stage
+    state = json.loads((out / "checkpoints" / "step-1" / "state.json").read_text())
+    assert state["engine"] == f"zero{stage}" and (out / "checkpoints" / "step-1" / "pytorch_model").is_dir()
     one_process([p for p in settings(method, 1, tiny_world, tiny_base, tiny_prefs, "")] + ["reference=copy"],
                 tmp_path / "one")
     assert logged_steps(out) == logged_steps(tmp_path / "one") == [1, 2]

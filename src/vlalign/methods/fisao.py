@@ -538,8 +538,8 @@ class FiSAO(Method):
             chunk = ro.pairs[:1]
         elif not chunk:
             return None
-        images = {r: bound_pixels(open_image(self.prompts[ro.prompt_rows[r]].image), self.config.max_pixels)
-                  for r in {a // k for a, _ in chunk}}
+        shown = sorted({a // k for a, _ in chunk})  # the round's image positions this chunk asks about
+        images = dict(zip(shown, self._images([ro.prompt_rows[i] for i in shown])))
         batch = self._collate(chunk, ro.answers, images, [self.prompts[r].prompt for r in ro.prompt_rows])
         result = self.micro_loss(policy(batch), chunk, ro, index)
         if stand_in:

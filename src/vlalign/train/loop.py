@@ -225,13 +225,13 @@ def _all_processes(accelerator, value: Any) -> list[Any]:
 def _stop_if_diverged(result, step: int, processes: Processes, accelerator, checkpoint, out: Path) -> None:
     """If the micro-batch's loss is not finite on any process, save the last good state (before this
     step's backward, so before any engine steps on it) and raise :class:`TrainingDiverged` on all."""
-    bad = torch.tensor([0.0 if torch.isfinite(result.loss) else 1.0], device=accelerator.device)
+    finite = bool(torch.isfinite(result.loss))
+    bad = torch.tensor([0.0 if finite else 1.0], device=accelerator.device)
     if processes.count > 1:
         bad = accelerator.reduce(bad, "sum")
     if not bad.item():
         return
-    failures = [f for f in processes.gather(None if torch.isfinite(result.loss) else
-                                            (result.loss.item(), result.ids)) if f is not None]
+    failures = [f for f in processes.gather(None if finite else (result.loss.item(), result.ids)) if f is not None]
     checkpoint()
     value, ids = failures[0]
     raise TrainingDiverged(f"loss is {value} at step {step + 1} (records {', '.join(ids)}); the last good state "
