@@ -15,7 +15,7 @@ import pytest
 from vlalign.config import load_config
 from vlalign.demo import DEMO_METHODS
 from vlalign.errors import UserError
-from vlalign.recipes import ROOT, launch_configs, list_recipes, resolve_recipe
+from vlalign.recipes import ROOT, launch_config, launch_configs, list_recipes, resolve_recipe
 from vlalign.train.config import METHODS, TrainConfig
 from vlalign.world.pretrain import PretrainConfig
 from vlalign.world.scenes import WorldConfig
@@ -33,7 +33,7 @@ def test_every_kind_with_recipes_lists_them_and_all_is_every_kind():
     assert list_recipes() == TRAIN + WORLD + EVAL  # generate and inspect ship none
     assert {r.kind for r in TRAIN} == {"train"} and {r.kind for r in WORLD} == {"world"}
     assert {r.kind for r in EVAL} == {"eval"}
-    assert sorted(p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.yaml")) == sorted(
+    assert sorted(p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.yaml") if p.parent.name != "launch") == sorted(
         f"{r.kind}/{r.name}.yaml" for r in list_recipes())
 
 
@@ -197,10 +197,12 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
 
 def test_the_wheel_ships_every_recipe(wheel):
     names = set(wheel.namelist())
-    recipes = {f"vlalign/recipes/{p.relative_to(ROOT).as_posix()}" for p in ROOT.rglob("*.yaml")}
+    recipes = {f"vlalign/recipes/{p.relative_to(ROOT).as_posix()}" for p in ROOT.rglob("*.yaml")
+               if p.parent.name != "launch"}
     assert len(recipes) == len(list_recipes())
     assert recipes | {"vlalign/recipes/__init__.py", "vlalign/py.typed"} <= names
-    assert {f"vlalign/recipes/launch/{n}.json" for n in launch_configs()} <= names  # the DeepSpeed configs
+    launch = {f"vlalign/recipes/launch/{launch_config(n).name}" for n in launch_configs()}  # the engines' configs
+    assert len(launch) == 4 and launch <= names
 
 
 def test_recipes_are_found_from_the_installed_wheel(wheel, tmp_path):

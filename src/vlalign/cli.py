@@ -568,8 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("recipes", help="the shipped recipes (--config names): each one's name and its command")
     rec.add_argument("--kind", choices=("train", "world", "eval"), help="only this kind of recipes (default: all)")
-    rec.add_argument("--launch", metavar="NAME", help="print the path of a shipped DeepSpeed config (zero2, zero3, "
-                     "zero3_offload) for accelerate launch --deepspeed_config_file")
+    rec.add_argument("--launch", metavar="NAME", help="print the path of a shipped engine config: DeepSpeed's "
+                     "zero2, zero3, zero3_offload (--deepspeed_config_file), FSDP2's fsdp2 (--config_file)")
     rec.set_defaults(func=cmd_recipes)
 
     add_demo_parser(sub)

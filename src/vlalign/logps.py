@@ -426,6 +426,24 @@ class Scorer(torch.nn.Module):
         self.model = model
         self.adapter = adapter or adapter_for(model)
 
+    def generate(self, **inputs):
+        """The model's ``generate``, as the scorer's own method, so that an engine's hooks run around it (FSDP2
+        registers it as a forward of the scorer: see :meth:`vlalign.train.engines.Engine.prepared`)."""
+        return self.model.generate(**inputs)
+
+    @property
+    def _no_split_modules(self) -> list[str] | None:
+        """The model's layer classes, which FSDP2's transformer-based wrapping shards one by one.
+
+        Only those the model has: a VLM's list joins its parts' classes' lists (LLaVA's names CLIP's
+        text embeddings, which its vision tower lacks), and Accelerate refuses a name it cannot find.
+        """
+        names = getattr(self.model, "_no_split_modules", None)
+        if names is None:
+            return None
+        present = {type(module).__name__ for module in self.model.modules()}
+        return [name for name in names if name in present]
+
     def forward(self, batch: PairBatch, *, extra_targets: torch.Tensor | None = None,
                 argmax_pixel_values: torch.Tensor | None = None) -> PairLogps | torch.Tensor:
         """:func:`pair_logps` of ``batch``, or with ``argmax_pixel_values`` :func:`response_argmax` under them."""

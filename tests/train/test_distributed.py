@@ -237,3 +237,66 @@ def test_zero_over_two_processes_equals_one(tmp_path, tiny_world, tiny_base, tin
         assert logged_steps(out) == [1, 2]
         for name, tensor in weights(out).items():
             torch.testing.assert_close(tensor, whole[name], rtol=0, atol=1e-7)
+
+
+FSDP_ON_CPU = Path(__file__).with_name("fsdp_on_cpu.py")
+
+
+def fsdp2_command(args: list[str], out: Path) -> list[str]:
+    """The shipped FSDP2 config, two CPU processes, vlalign run through :mod:`fsdp_on_cpu` (Accelerate
+    enables FSDP on GPUs only; that script lifts this one gate)."""
+    command = launch_command(args, out)
+    at = command.index("--multi_gpu")
+    module = command.index("-m")
+    return (command[:at] + ["--config_file", str(launch_config("fsdp2"))] + command[at + 1:module]
+            + [str(FSDP_ON_CPU)] + command[module + 2:])
+
+
+@pytest.mark.parametrize("method", ["dpo", "tpo", "fisao"])
+def test_fsdp2_over_two_processes_equals_one(tmp_path, tiny_world, tiny_base, tiny_prefs, calibration, method):
+    pairs = [p for p in settings(method, 2, tiny_world, tiny_base, tiny_prefs, calibration)
+             if not p.startswith("save_every")] + ["save_every=1", "reference=copy"]
+    out = tmp_path / "fsdp2"
+    proc = subprocess.run(fsdp2_command(as_args(pairs), out), capture_output=True, text=True, timeout=420, env=ENV,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # FSDP2 really ran: its checkpoint holds one shard file per process, marked with the engine
+    step_1 = out / "checkpoints" / "step-1"
+    assert json.loads((step_1 / "state.json").read_text())["engine"] == "fsdp2"
+    assert sorted(p.name for p in (step_1 / "pytorch_model_fsdp_0").glob("*.distcp")) == ["__0_0.distcp",
+                                                                                          "__1_0.distcp"]
+    one_process(settings(method, 1, tiny_world, tiny_base, tiny_prefs, calibration) + ["reference=copy"],
+                tmp_path / "one")
+    assert logged_steps(out) == logged_steps(tmp_path / "one") == [1, 2]
+    assert_same_weights(out, tmp_path / "one")
+    reloaded = AutoModelForImageTextToText.from_pretrained(out / "model").state_dict()
+    assert all(tensor.numel() > 0 for tensor in reloaded.values())
+    if method == "dpo":  # resumed from step 1's shards: the same end
+        whole = weights(out)
+        shutil.rmtree(out / "checkpoints" / "step-2")
+        shutil.rmtree(out / "model")
+        proc = subprocess.run(fsdp2_command([*as_args(pairs), "--resume"], out), capture_output=True, text=True,
+                              timeout=420, env=ENV, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert logged_steps(out) == [1, 2]
+        for name, tensor in weights(out).items():
+            torch.testing.assert_close(tensor, whole[name], rtol=0, atol=1e-7)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed")
+def test_fisao_samples_under_zero3_as_one_process_does(tmp_path, tiny_world, tiny_base, tiny_prefs, calibration):
+    # generation with partitioned weights: every process makes the same generate calls, and the
+    # verifier loads whole beside the partitioned policy
+    pairs = settings("fisao", 2, tiny_world, tiny_base, tiny_prefs, calibration)
+    out = tmp_path / "zero3"
+    proc = subprocess.run(deepspeed_command(as_args(pairs), out, stage_config(3, tmp_path)), capture_output=True,
+                          text=True, timeout=420, env=DEEPSPEED_ENV, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one_process(settings("fisao", 1, tiny_world, tiny_base, tiny_prefs, calibration), tmp_path / "one")
+    assert logged_steps(out) == logged_steps(tmp_path / "one") == [1, 2]
+    assert_same_weights(out, tmp_path / "one")
+
+    def answers(run: Path) -> list[str]:
+        rollout = json.loads((run / "rollouts" / "round-0000" / "rollout.json").read_text())
+        return [a["answer"] for a in rollout["answers"]]
+    assert len(answers(out)) == 16 and answers(out) == answers(tmp_path / "one")

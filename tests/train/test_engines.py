@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from vlalign.errors import UserError
 from vlalign.recipes import launch_config, launch_configs
@@ -44,5 +45,26 @@ def test_the_cli_prints_a_launch_configs_path_or_names_the_shipped_ones():
     assert ok.returncode == 0 and ok.stdout.strip() == str(launch_config("zero3"))
     bad = subprocess.run([sys.executable, "-m", "vlalign", "recipes", "--launch", "zero9"], capture_output=True,
                          text=True, check=False)
-    assert bad.returncode == 2 and "zero9: no such launch config; the shipped ones are zero2, zero3" in bad.stderr
+    assert bad.returncode == 2 and "zero9: no such launch config; the shipped ones are fsdp2, zero2, zero3" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_the_fsdp2_config_is_an_accelerate_config_headed_by_its_command():
+    path = launch_config("fsdp2")
+    assert path.suffix == ".yaml" and launch_config("fsdp2.yaml") == path
+    text = path.read_text()
+    assert text.startswith("# accelerate launch --config_file $(vlalign recipes --launch fsdp2)")
+    config = yaml.safe_load(text)
+    assert config["distributed_type"] == "FSDP" and config["fsdp_config"]["fsdp_version"] == 2
+    assert config["fsdp_config"]["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert "mixed_precision" not in config  # vlalign's train config sets it, once
+
+
+def test_fsdp_asked_for_but_not_enabled_is_refused_in_one_line(tmp_path, monkeypatch):
+    # A single process: Accelerate leaves FSDP off (as it does on a CPU), and the run must not go on without it.
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    from vlalign.train.engines import start_engine
+
+    with pytest.raises(UserError, match=r"^FSDP was asked for but Accelerate did not enable it"):
+        start_engine(TrainConfig(), tmp_path)

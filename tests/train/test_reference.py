@@ -171,12 +171,14 @@ def test_precompute_keeps_one_table_per_model(tmp_path, records, monkeypatch):
     monkeypatch.setenv("VLALIGN_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def fake_logps(policy, batch, adapter=None):
-        calls.append(policy)
-        value = torch.full((1, 1), float(policy))
-        return PairLogps(value, torch.ones(1, 1, dtype=torch.bool), -value, torch.ones(1, 1, dtype=torch.bool))
+    def scorer(value: float):
+        """A policy scorer whose every sequence log-prob is ``value``, noting each call."""
+        def score(batch):
+            calls.append(value)
+            v = torch.full((1, 1), float(value))
+            return PairLogps(v, torch.ones(1, 1, dtype=torch.bool), -v, torch.ones(1, 1, dtype=torch.bool))
+        return score
 
-    monkeypatch.setattr(ref, "pair_logps", fake_logps)
     batch = SimpleNamespace(to=lambda device: batch)
     monkeypatch.setattr(ref, "collate", lambda pairs, processor, rows, adapter=None: (batch, []))
     pairs = SimpleNamespace(path=records, records=[object()], in_order=lambda n: iter([[0]]))
@@ -184,8 +186,9 @@ def test_precompute_keeps_one_table_per_model(tmp_path, records, monkeypatch):
     a, b = tiny_model(tmp_path / "a", seed=0), tiny_model(tmp_path / "b", seed=1)
     config = TrainConfig(batch_size=1)
 
-    assert precompute(config, 1, pairs, vlm, a, "cpu", adapter=object())["chosen"].tolist() == [1.0]
-    assert precompute(config, 2, pairs, vlm, b, "cpu", adapter=object())["chosen"].tolist() == [2.0]
+    assert precompute(config, scorer(1), pairs, vlm, a, "cpu", adapter=object())["chosen"].tolist() == [1.0]
+    assert precompute(config, scorer(2), pairs, vlm, b, "cpu", adapter=object())["chosen"].tolist() == [2.0]
     assert len(list((tmp_path / "cache" / "reference").glob("*.safetensors"))) == 2
-    assert precompute(config, 3, pairs, vlm, str(a), "cpu", adapter=object())["chosen"].tolist() == [1.0]  # cached: not recomputed
+    cached = precompute(config, scorer(3), pairs, vlm, str(a), "cpu", adapter=object())
+    assert cached["chosen"].tolist() == [1.0]  # read back, not recomputed
     assert calls == [1, 2]

@@ -58,7 +58,7 @@ def test_a_precomputed_reference_in_shards_equals_one_process(llava, tiny_base, 
     def table(processes: Processes) -> dict[str, torch.Tensor]:
         for path in (tmp_path / "cache").rglob("*.safetensors"):
             path.unlink()  # computed every time, never read back
-        return precompute(config, llava.model, pairs, llava, tiny_base / "llava", "cpu", processes=processes)
+        return precompute(config, Scorer(llava.model), pairs, llava, tiny_base / "llava", "cpu", processes=processes)
 
     alone = table(ALONE)
     assert alone["chosen"].shape == (8,)

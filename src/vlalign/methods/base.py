@@ -17,6 +17,7 @@ give the weights one process gives with the same global batch.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +65,11 @@ class Setup:
     """What the loop hands a method when the run starts.
 
     ``sampler`` generates with the current policy, unwrapped from any distributed wrapper (a
-    :class:`vlalign.models.load.LoadedVLM`); ``autocast`` is Accelerate's mixed-precision context;
-    ``processes`` says which process this is and gathers values from all of them.
+    :class:`vlalign.models.load.LoadedVLM` whose model is the policy's :class:`vlalign.logps.Scorer`,
+    so that its ``generate`` and its forward run under the engine's hooks); ``autocast`` is Accelerate's mixed-precision context;
+    ``processes`` says which process this is and gathers values from all of them;
+    ``loads_whole()`` is a context in which a model the method keeps to itself (FiSAO's verifier)
+    loads whole on every process (ZeRO-3 partitions a transformers model loaded outside it).
     """
 
     config: Any  # vlalign.train.config.TrainConfig
@@ -79,6 +83,7 @@ class Setup:
     autocast: Callable[[], Any]
     resume: bool = False
     processes: Processes = ALONE
+    loads_whole: Callable[[], Any] = contextlib.nullcontext
 
 
 class Method:

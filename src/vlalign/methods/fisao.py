@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from vlalign.data.datasets import EvalData, bound_pixels, open_data, open_image, pick_images
 from vlalign.errors import UserError
 from vlalign.io import atomic_dir, read_lines, write_json
-from vlalign.logps import PairLogps, collate_pairs, pair_logps, response_token_spans
+from vlalign.logps import PairLogps, collate_pairs, response_token_spans
 from vlalign.losses.fisao import (
     fisao_loss,
     rewards_to_go,
@@ -127,17 +127,19 @@ class FisaoSettings:
             raise ValueError(f"fisao: rank_by must be sum or mean (got {self.rank_by!r})")
 
 
-def fisao_setup(policy: LoadedVLM, prompts_source: str | Path, config: Any, out: Path,
-                device, resume: bool, processes: Processes = ALONE) -> tuple[Verifier, Calibration, Vocabulary]:
+def fisao_setup(policy: LoadedVLM | None, prompts_source: str | Path, config: Any, out: Path,
+                device, resume: bool, processes: Processes = ALONE,
+                verifier: Verifier | None = None) -> tuple[Verifier, Calibration | None, Vocabulary]:
     """The verifier, the reward calibration and the object vocabulary of a FiSAO run.
 
     The calibration is measured with ``policy`` (the starting model) on the held-out split, the
     work shared among the processes, unless ``fisao.calibration`` is a file or the run being
     resumed has one; the main process writes it to ``out/calibration.json`` (with
-    ``calibration_summary.json`` when measured).
+    ``calibration_summary.json`` when measured). Without ``policy`` one that would be measured
+    is None: the loop's first round measures it, once the engine has placed the policy.
     """
     settings = config.fisao
-    verifier = Verifier.load(settings.verifier, device=device, patch_level=settings.patch_level)
+    verifier = verifier or Verifier.load(settings.verifier, device=device, patch_level=settings.patch_level)
     given = settings.calibration_source(prompts_source)
     data = open_data(given, settings.calibration_split) if given.is_dir() else None
     if settings.vocab is not None:
@@ -151,6 +153,8 @@ def fisao_setup(policy: LoadedVLM, prompts_source: str | Path, config: Any, out:
         calibration = Calibration.load(path)
     elif data is None:
         calibration = Calibration.load(given)
+    elif policy is None:
+        return verifier, None, vocab
     else:
         calibration, summary = calibrate_rewards(policy, verifier, data, config, processes)
         if processes.is_main:
@@ -240,10 +244,12 @@ def calibrate_rewards(vlm: LoadedVLM, verifier: Verifier, data: EvalData, config
     finder, k, size = object_finder(data.vocab), config.fisao.samples, config.fisao.sample_batch
     batches = [ids[s:s + size] for s in range(0, len(ids), size)]
     mine = {}  # batch index -> (mentions, scores) of its answers
-    for j in range(processes.index, len(batches), processes.count):
+    for j, own in processes.share(len(batches)):  # as many generate calls on every process
         images = [bound_pixels(data.image(i), config.max_pixels) for i in batches[j]]
         answers = sample_answers(vlm, images, [config.fisao.prompt] * len(images), config,
                                  seed=derive_seed(config.seed, "calibration", j))
+        if not own:
+            continue
         mentions = [[m.category for m in finder(a)] for a in answers]
         mine[j] = (mentions, verifier.score([images[s // k] for s in range(len(answers))], mentions))
     drawn = {j: part for parts in processes.gather(mine) for j, part in parts.items()}
@@ -314,9 +320,9 @@ class FiSAO(Method):
         super().__init__(setup)
         config = self.config
         self.prompts = load_prompts(setup.data, config.fisao.prompts_split, config.fisao.prompt, setup.image_root)
-        with setup.autocast():  # under LoRA + bf16 the frozen weights are bf16, the trainable fp32
-            self.verifier, self.calibration, vocab = fisao_setup(setup.sampler, setup.data, config, setup.out,
-                                                                 setup.device, setup.resume, setup.processes)
+        with setup.loads_whole():  # the verifier is this method's own: never sharded
+            self.verifier, self.calibration, vocab = fisao_setup(None, setup.data, config, setup.out, setup.device,
+                                                                 setup.resume, setup.processes)
         self.finder = object_finder(vocab)
         self.processor, self.out, self.device = setup.processor, setup.out, setup.device
         self.processes = setup.processes
@@ -354,6 +360,9 @@ class FiSAO(Method):
 
     def begin_round(self, round_: int, policy, reference) -> None:
         """The round's rollout: read back when a killed run wrote it, else sampled, scored and saved now."""
+        if self.calibration is None:  # measured with the starting policy, now that the engine holds it
+            self.calibration = fisao_setup(self.setup.sampler, self.setup.data, self.config, self.out, self.device,
+                                           self.setup.resume, self.processes, self.verifier)[1]
         self.rollout = self._load(round_) or self._make_rollout(policy, reference, round_)
 
     def _path(self, round_: int) -> Path:
@@ -377,11 +386,13 @@ class FiSAO(Method):
         size = config.fisao.sample_batch
         batches = [rows[s:s + size] for s in range(0, len(rows), size)]
         mine, images = {}, {}  # batch index -> (answers, rewards, mention rows); image position -> image
-        for j in range(self.processes.index, len(batches), self.processes.count):
+        for j, own in self.processes.share(len(batches)):  # as many generate calls on every process
             batch_images, questions = self._images(batches[j]), [self.prompts[r].prompt for r in batches[j]]
-            images.update(enumerate(batch_images, start=j * size))
             answers = sample_answers(self.setup.sampler, batch_images, questions, config,
                                      seed=derive_seed(config.seed, "samples", round_, j))
+            if not own:
+                continue
+            images.update(enumerate(batch_images, start=j * size))
             mine[j] = (answers, *self._rewards(answers, batch_images, questions))
         sampled = time.perf_counter()
         drawn = {j: part for parts in self.processes.gather(mine) for j, part in parts.items()}
@@ -421,7 +432,7 @@ class FiSAO(Method):
             batch = self._collate(chunk, answers, images, questions)
             passes = [("ref", reference(batch, None, []))]
             if self.scores_old_logps:
-                passes.append(("old", pair_logps(self.setup.sampler.model, batch, adapter=self.setup.adapter)))
+                passes.append(("old", self.setup.sampler.model(batch)))  # the policy's scorer
             for name, scores in passes:
                 for side, (values, side_mask) in enumerate(((scores.chosen, scores.chosen_mask),
                                                             (scores.rejected, scores.rejected_mask))):

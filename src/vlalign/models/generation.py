@@ -77,7 +77,7 @@ def _batches(n: int, size: int) -> list[range]:
     return [range(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: FSDP2 would keep gathered weights as inference tensors, unusable after
 def generate(vlm: LoadedVLM, images: Sequence[Image.Image], questions: Sequence[str], decoding: DecodingConfig,
              batch_size: int = 16, on_batch: BatchCallback | None = None) -> list[str]:
     """One answer per (image, question), decoded in batches of ``batch_size``; special tokens removed."""

@@ -9,10 +9,11 @@ its kind's folder without ``.yaml``. The first line of every recipe is a comment
 that runs it by name (a line ending in ``\\`` continues on the next comment line);
 ``vlalign recipes`` lists them. What each was measured to do is in ``docs/recipes.md``.
 
-``launch/`` holds DeepSpeed configs for ``accelerate launch --deepspeed_config_file`` (JSON, so
-no header: ``docs/scaling.md`` has the command of each); ``vlalign recipes --launch NAME``
-prints one's path. Their batch, accumulation, clipping and precision are ``auto``: vlalign's
-train config fills them in.
+``launch/`` holds the engines' configs: DeepSpeed's for ``accelerate launch --deepspeed_config_file``
+(JSON, so no header: ``docs/scaling.md`` has the command of each) and an Accelerate config for
+FSDP2 (``accelerate launch --config_file``, headed by its command); ``vlalign recipes --launch NAME``
+prints one's path. The DeepSpeed configs' batch, accumulation, clipping and precision are
+``auto``: vlalign's train config fills them in.
 """
 
 from __future__ import annotations
@@ -86,14 +87,18 @@ def resolve_recipe(name_or_path: str | Path, kind: str) -> Path:
     raise UserError(f"{name_or_path}: neither a file nor a {kind} recipe; {shipped}")
 
 
+_LAUNCH_SUFFIXES = (".json", ".yaml")
+
+
 def launch_configs() -> list[str]:
-    """Names of the shipped DeepSpeed configs (``zero2``, ``zero3``, ...)."""
-    return sorted(p.stem for p in (ROOT / "launch").glob("*.json"))
+    """Names of the shipped launch configs (``fsdp2``, ``zero2``, ``zero3``, ...)."""
+    return sorted(p.stem for p in (ROOT / "launch").iterdir() if p.suffix in _LAUNCH_SUFFIXES)
 
 
 def launch_config(name: str) -> Path:
-    """The shipped DeepSpeed config ``name`` (".json" optional)."""
-    path = ROOT / "launch" / f"{name.removesuffix('.json')}.json"
-    if not path.is_file():
-        raise UserError(f"{name}: no such launch config; the shipped ones are {', '.join(launch_configs())}")
-    return path
+    """The shipped launch config ``name`` (its suffix optional)."""
+    stem = Path(name).stem if Path(name).suffix in _LAUNCH_SUFFIXES else name
+    for suffix in _LAUNCH_SUFFIXES:
+        if (path := ROOT / "launch" / f"{stem}{suffix}").is_file():
+            return path
+    raise UserError(f"{name}: no such launch config; the shipped ones are {', '.join(launch_configs())}")

@@ -1,15 +1,17 @@
-"""The engine a run trains on (one process, DDP, DeepSpeed ZeRO-2 or ZeRO-3), and what differs between them.
+"""The engine a run trains on (one process, DDP, DeepSpeed ZeRO-2 or ZeRO-3, FSDP2), and what differs between them.
 
 Accelerate drives every engine; what it leaves to the caller is here: the DeepSpeed config's
 batch, accumulation and clipping taken from vlalign's config (one source for each), a model
 loaded partitioned under ZeRO-3 (which refuses a ``device_map``), a frozen reference that holds
 weights there (a second partitioned load in an optimizer-less engine: a deep copy of a
-partitioned model is empty), checkpoints every process writes its partitions into, and the final
-weights gathered for ``save_pretrained``.
+partitioned model is empty) and under FSDP2 (a copy taken before sharding, then sharded the way
+the policy is), checkpoints every process writes its shards into, and the final weights gathered
+for ``save_pretrained``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -28,10 +30,16 @@ __all__ = ["Engine", "start_engine"]
 
 @dataclass
 class Engine:
-    """The run's Accelerator and whether it drives DeepSpeed (``zero_stage`` 2 or 3; 0 without it)."""
+    """The run's Accelerator and the engine it drives: DeepSpeed (``zero_stage`` 2 or 3; 0 without it) or FSDP2."""
 
     accelerator: Any
     zero_stage: int = 0
+    fsdp: bool = False
+
+    @property
+    def name(self) -> str:
+        """``zero2``, ``zero3``, ``fsdp2`` or ``ddp`` (one process included): what a checkpoint was written under."""
+        return f"zero{self.zero_stage}" if self.zero_stage else "fsdp2" if self.fsdp else "ddp"
 
     @property
     def deepspeed(self) -> bool:
@@ -41,9 +49,56 @@ class Engine:
     def zero3(self) -> bool:
         return self.zero_stage == 3
 
+    @property
+    def shards_state(self) -> bool:
+        """Whether the weights or the optimizer state are split among the processes, so that checkpoints
+        and the saved model go through the engine (every process takes part)."""
+        return self.deepspeed or self.fsdp
+
+    @property
+    def shards_weights(self) -> bool:
+        """Whether every forward gathers the weights from all processes, so that all must make the same calls."""
+        return self.zero3 or self.fsdp
+
     def load_device(self) -> str | None:
         """Where ``load_vlm`` puts the weights: nowhere in particular under ZeRO-3, which partitions them at load."""
         return None if self.zero3 else "cpu"
+
+    def load_dtype(self, wanted: torch.dtype) -> torch.dtype:
+        """The dtype to load in: fp32 under FSDP2, which needs one dtype per shard group (frozen half weights
+        beside fp32 LoRA weights are refused) and computes in ``mixed_precision`` through its own policy."""
+        return torch.float32 if self.fsdp else wanted
+
+    @contextlib.contextmanager
+    def loads_whole(self):
+        """A context in which transformers loads a model whole: under ZeRO-3 it otherwise partitions every
+        model it loads (for models outside the engine, such as FiSAO's verifier).
+
+        Transformers partitions while a DeepSpeed config is registered with it; Accelerate 1.15's
+        ``zero3_init_context_manager(enable=False)`` registers one again, so the registration is
+        lifted here and restored after.
+        """
+        if not self.zero3:
+            yield
+            return
+        from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+        registered = self.accelerator.state.deepspeed_plugin.dschf
+        unset_hf_deepspeed_config()
+        try:
+            yield
+        finally:
+            if registered is not None:
+                set_hf_deepspeed_config(registered)
+
+    def prepared(self, scorer) -> None:
+        """After ``prepare``: under FSDP2 the scorer's ``generate`` becomes a forward of its root shard unit, so
+        that sampling gathers the weights the root holds (outside the layer units: the vision tower's
+        embeddings and norms, the projector), as a forward does."""
+        if self.fsdp:
+            from torch.distributed.fsdp import register_fsdp_forward_method
+
+            register_fsdp_forward_method(scorer, "generate")
 
     def frozen_reference(self, policy_model, load_again):
         """The ``copy`` reference, frozen: a deep copy of ``policy_model``, or under ZeRO-3 ``load_again()``."""
@@ -51,8 +106,13 @@ class Engine:
         return frozen.eval().requires_grad_(False)
 
     def place_reference(self, scorer, device):
-        """The frozen reference's scorer, ready: on ``device``, or under ZeRO-3 in an engine of its own that
-        gathers its partitions in every forward (no optimizer, as TRL prepares its reference)."""
+        """The frozen reference's scorer, ready: on ``device``; under FSDP2 sharded as the policy is (Accelerate's
+        own sharding, with no optimizer); under ZeRO-3 in an engine of its own that gathers its partitions in
+        every forward (no optimizer, as TRL prepares its reference)."""
+        if self.fsdp:
+            from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+            return fsdp2_prepare_model(self.accelerator, scorer.to(device))
         if not self.zero3:
             return scorer.to(device)
         import deepspeed
@@ -68,7 +128,7 @@ class Engine:
     # ------------------------------------------------------------------ checkpoints
 
     def save_state(self, path: Path, step: int, scheduler) -> None:
-        """DeepSpeed's checkpoint of every process's partitions into ``path`` (every process calls this).
+        """The engine's checkpoint of every process's shards into ``path`` (every process calls this).
 
         All write into one temporary directory; the main process then writes ``state.json`` and
         renames it into place, so a checkpoint directory is complete or absent.
@@ -83,7 +143,7 @@ class Engine:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             (tmp / "state.json").write_text(json.dumps({"step": step, "scheduler": scheduler.state_dict(),
-                                                        "engine": f"zero{self.zero_stage}"}) + "\n")
+                                                        "engine": self.name}) + "\n")
             shutil.rmtree(path, ignore_errors=True)
             tmp.rename(path)
         accelerator.wait_for_everyone()
@@ -91,7 +151,7 @@ class Engine:
     def load_state(self, path: Path) -> int:
         """Restore what :meth:`save_state` wrote (every process); returns its step."""
         state = json.loads((path / "state.json").read_text())
-        if state.get("engine", "ddp") != f"zero{self.zero_stage}":
+        if state.get("engine", "ddp") != self.name:
             raise UserError(f"{path}: written under {state.get('engine', 'DDP or one process')}; resume it "
                             "under the same engine")
         self.accelerator.load_state(str(path))
@@ -114,12 +174,20 @@ def start_engine(config: TrainConfig, out: Path) -> Engine:
     from accelerate.utils import DistributedType, InitProcessGroupKwargs
 
     wants_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    wants_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     # Without a GPU Accelerate picks no backend for DeepSpeed, and every process then calls itself
     # rank 0 of 1; gloo gives the real ranks.
     handlers = [InitProcessGroupKwargs(backend="gloo")] if wants_deepspeed and not torch.cuda.is_available() else []
     accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with="tensorboard", project_dir=str(out),
                               gradient_accumulation_steps=config.grad_accum, step_scheduler_with_optimizer=False,
                               kwargs_handlers=handlers)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        if not accelerator.is_fsdp2:
+            raise UserError("FSDP1 is not supported: set fsdp_version: 2 in the accelerate config "
+                            "(vlalign recipes --launch fsdp2)")
+        return Engine(accelerator, fsdp=True)
+    if wants_fsdp:
+        raise UserError("FSDP was asked for but Accelerate did not enable it (Accelerate runs FSDP on GPUs only)")
     if accelerator.distributed_type != DistributedType.DEEPSPEED:
         if wants_deepspeed:
             raise UserError("DeepSpeed was asked for but Accelerate did not enable it (ACCELERATE_USE_CPU=1 "

@@ -91,16 +91,13 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
     method_class = METHODS[config.method]
     held_out = load_pairs(config.eval_data, image_root, config.max_pixels) if config.eval_data else None
     engine = start_engine(config, out)
-    if engine.zero3 and not method_class.reads_pairs:
-        raise UserError(f"--method {config.method} samples from the policy, which ZeRO-3 partitions; sampling "
-                        "there is not supported yet: use ZeRO-2 or DDP (docs/scaling.md)")
     accelerator = engine.accelerator
     processes = Processes(accelerator.process_index, accelerator.num_processes,
                           lambda value: _all_processes(accelerator, value))
     torch.manual_seed(config.seed)
 
     def load():
-        return load_vlm(model_dir, dtype=weights_dtype(config), device=engine.load_device(),
+        return load_vlm(model_dir, dtype=engine.load_dtype(weights_dtype(config)), device=engine.load_device(),
                         trust_remote_code=config.trust_remote_code, for_training=True)
 
     vlm = load()
@@ -111,27 +108,31 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     device = accelerator.device
-    model = scorer.model  # the policy itself, unwrapped: what is checkpointed, saved and sampled from
+    model = scorer.model  # the policy itself, unwrapped: what is checkpointed and saved
     out.mkdir(parents=True, exist_ok=True)
     setup = Setup(config, Path(data), Path(image_root) if image_root else None, out, vlm.processor, adapter, device,
-                  LoadedVLM(model, vlm.processor, vlm.family), accelerator.autocast, resume,
-                  processes)
+                  LoadedVLM(scorer, vlm.processor, vlm.family), accelerator.autocast, resume,
+                  processes, engine.loads_whole)
     method: Method = method_class(setup)
     total = method.total_steps()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
     policy, optimizer, scheduler = accelerator.prepare(scorer, optimizer, scheduler)
+    # all of the prepared model's parameters (frozen ones have no gradient): FSDP2 swaps in its own, and
+    # Accelerate clips them as sharded tensors only when given that model's whole list
+    clipped = list(policy.parameters())
+    engine.prepared(scorer)
     if frozen is not None:
         frozen = engine.place_reference(Scorer(frozen, adapter), device)
-    reference = make_reference(config, model, frozen, method.pairs, vlm, model_dir, device, adapter, processes)
+    reference = make_reference(config, scorer, frozen, method.pairs, vlm, model_dir, device, adapter, processes)
     # a precomputed reference is a table per records file: the held-out pairs get their own
     eval_reference = None if held_out is None else make_reference(
-        config, model, frozen, held_out, vlm, model_dir, device, adapter, processes)
+        config, scorer, frozen, held_out, vlm, model_dir, device, adapter, processes)
 
     step = 0
     main = accelerator.is_main_process  # only the main process writes the run's files
     found = latest_checkpoint(out) if resume else None
     if found is not None:
-        step = engine.load_state(found) if engine.deepspeed else load_checkpoint(found, model, optimizer, scheduler)
+        step = engine.load_state(found) if engine.shards_state else load_checkpoint(found, model, optimizer, scheduler)
         if main:
             _truncate_log(out / "metrics.jsonl", step)
     elif main:
@@ -141,7 +142,7 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
     accelerator.wait_for_everyone()
 
     def checkpoint() -> None:
-        if engine.deepspeed:  # every process writes its partitions
+        if engine.shards_state:  # every process writes its shards
             engine.save_state(out / "checkpoints" / f"step-{step}", step, scheduler)
         elif main:
             save_checkpoint(out, step, model, optimizer, scheduler)
@@ -181,7 +182,7 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
             every = processes.gather({"trained": trained, "tokens": tokens, "metrics": metrics})
             if any(e["trained"] for e in every):
                 metrics = _mean_metrics([e["metrics"] for e in every])
-                metrics["grad_norm"] = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
+                metrics["grad_norm"] = float(accelerator.clip_grad_norm_(clipped, config.max_grad_norm))
                 optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -202,8 +203,8 @@ def train(config: TrainConfig, resume: bool = False, on_step: StepCallback | Non
         if held_out is not None:
             _log_eval(scorer, eval_reference, vlm, held_out, config, step, log, accelerator, processes)
         checkpoint()
-        # under ZeRO-3 every process gives its partitions; the main process writes them whole
-        weights = engine.full_state_dict(policy) if engine.deepspeed else None
+        # under ZeRO-3 and FSDP2 every process gives its shards; the main process writes them whole
+        weights = engine.full_state_dict(policy) if engine.shards_state else None
         if main:
             _save_model(model, vlm, out, weights)
         accelerator.wait_for_everyone()

@@ -20,7 +20,7 @@ from huggingface_hub import try_to_load_from_cache
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
-from vlalign.logps import PairBatch, PairLogps, Scorer, pair_logps
+from vlalign.logps import PairBatch, PairLogps, Scorer
 from vlalign.losses.dpo import sequence_logps
 from vlalign.methods.pairs import collate
 from vlalign.models.adapters import adapter_for
@@ -98,12 +98,14 @@ def make_reference(config: TrainConfig, policy, frozen, pairs, vlm, model_dir: s
                    adapter=None, processes: Processes = ALONE) -> Reference:
     """A function ``(batch, extra_targets, record_rows) -> PairLogps``: the reference's log-probs, no gradients.
 
-    ``policy`` is the policy model itself (unwrapped from any distributed wrapper), ``frozen`` the
-    copy (``copy`` references only: the model, or its :class:`~vlalign.logps.Scorer` as the engine
-    placed it), ``adapter`` their family's adapter.
+    ``policy`` is the policy model or its :class:`~vlalign.logps.Scorer` (unwrapped from any
+    distributed wrapper), ``frozen`` the copy (``copy`` references only: the model, or its scorer
+    as the engine placed it), ``adapter`` their family's adapter. The policy is called through its
+    scorer: under FSDP2 the scorer's forward gathers the weights its own shard unit holds.
     """
     kind = config.resolved_reference()
-    adapter = adapter or adapter_for(policy)
+    policy = policy if isinstance(policy, Scorer) else Scorer(policy, adapter or adapter_for(policy))
+    adapter = policy.adapter
     if kind == "copy":
         # the frozen model's scorer: under ZeRO-3 inside an engine whose forward gathers its weights
         scorer = Scorer(frozen, adapter) if isinstance(frozen, PreTrainedModel) else frozen
@@ -115,8 +117,8 @@ def make_reference(config: TrainConfig, policy, frozen, pairs, vlm, model_dir: s
     if kind == "adapter":
         @torch.no_grad()
         def reference(batch: PairBatch, extra: torch.Tensor | None, rows: list[int]) -> PairLogps:
-            with policy.disable_adapter():
-                return pair_logps(policy, batch, extra_targets=extra, adapter=adapter)
+            with policy.model.disable_adapter():
+                return policy(batch, extra_targets=extra)
         return reference
     table = precompute(config, policy, pairs, vlm, model_dir, device, adapter, processes)
 
@@ -131,7 +133,8 @@ def make_reference(config: TrainConfig, policy, frozen, pairs, vlm, model_dir: s
 @torch.no_grad()
 def precompute(config: TrainConfig, policy, pairs, vlm, model_dir: str | Path, device,
                adapter=None, processes: Processes = ALONE) -> dict[str, torch.Tensor]:
-    """Sequence log-probs ``chosen``/``rejected`` (N,) of every record under the starting model, cached.
+    """Sequence log-probs ``chosen``/``rejected`` (N,) of every record under the starting model (``policy``,
+    its :class:`~vlalign.logps.Scorer`), cached.
 
     The batches are shared among the processes and the table gathered; the main process writes the cache.
     """
@@ -144,7 +147,7 @@ def precompute(config: TrainConfig, policy, pairs, vlm, model_dir: str | Path, d
     mine: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for b, real in processes.share(len(batches)):
         batch, _ = collate(pairs, vlm.processor, batches[b], adapter)
-        logps = pair_logps(policy, batch.to(device), adapter=adapter)
+        logps = policy(batch.to(device))
         if real:
             mine[b] = (sequence_logps(logps.chosen, logps.chosen_mask).cpu(),
                        sequence_logps(logps.rejected, logps.rejected_mask).cpu())
