@@ -30,19 +30,32 @@ class _Recorded(Exception):
 
 
 def as_two_processes(work: Callable[[Processes], Any]) -> list[Any]:
-    """``work`` as processes 0 and 1 of 2; ``work`` may gather once."""
-    recorded: list[Any] = [None, None]
+    """``work`` as processes 0 and 1 of 2, gathering any number of times: both are run up to their next
+    gather, which then answers both processes' values, until they finish."""
+    gathered: list[list[Any]] = []  # the values of every gather so far, process by process
 
-    def record(index: int) -> Callable[[Any], list[Any]]:
+    def gather_of(index: int) -> Callable[[Any], list[Any]]:
+        calls = iter(range(10**6))
+
         def gather(value: Any) -> list[Any]:
-            recorded[index] = value
+            k = next(calls)
+            if k < len(gathered):
+                return list(gathered[k])
+            pending[index] = value
             raise _Recorded
         return gather
 
-    for index in range(2):
-        with pytest.raises(_Recorded):
-            work(Processes(index, 2, record(index)))
-    return [work(Processes(index, 2, lambda value: list(recorded))) for index in range(2)]
+    while True:
+        pending: list[Any] = [None, None]
+        results = []
+        for index in range(2):
+            try:
+                results.append(work(Processes(index, 2, gather_of(index))))
+            except _Recorded:
+                pass
+        if len(results) == 2:
+            return results
+        gathered.append(pending)
 
 
 @pytest.fixture(scope="module")

@@ -139,10 +139,12 @@ def precompute(config: TrainConfig, policy, pairs, vlm, model_dir: str | Path, d
     The batches are shared among the processes and the table gathered; the main process writes the cache.
     """
     path = cache_dir() / f"{fingerprint(model_dir, pairs.path, config)}.safetensors"
-    if path.is_file():
-        table = load_file(str(path))
-        if len(table["chosen"]) == len(pairs.records):
-            return table
+    table = load_file(str(path)) if path.is_file() else None
+    # read back only if every process can: one computing while another reads would leave its
+    # forwards, collectives under ZeRO-3 and FSDP2, without partners (the main process may have
+    # just written the file another checked a moment before)
+    if all(processes.gather(table is not None and len(table["chosen"]) == len(pairs.records))):
+        return table
     batches = list(pairs.in_order(config.batch_size))
     mine: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for b, real in processes.share(len(batches)):
