@@ -38,13 +38,14 @@ from safetensors.torch import load_file, save_file
 
 from vlalign.data.datasets import EvalData, bound_pixels, open_data, open_image, pick_images
 from vlalign.errors import UserError
-from vlalign.io import atomic_dir, read_lines, write_json
+from vlalign.io import atomic_dir, write_json
 from vlalign.logps import PairLogps, collate_pairs, response_token_spans
 from vlalign.losses.fisao import (
     fisao_loss,
     rewards_to_go,
 )
 from vlalign.methods.base import Method, StepOutput
+from vlalign.methods.fisao_prompts import load_prompts
 from vlalign.models.generation import DecodingConfig, chat_prompt, generate
 from vlalign.models.load import LoadedVLM
 from vlalign.models.verifier import Verifier
@@ -165,47 +166,6 @@ def fisao_setup(policy: LoadedVLM | None, prompts_source: str | Path, config: An
     if processes.is_main:
         calibration.save(path)
     return verifier, calibration, vocab
-
-
-@dataclass(frozen=True)
-class Prompt:
-    id: str
-    image: Path
-    prompt: str
-
-
-def load_prompts(source: str | Path, split: str = "train", prompt: str = "Describe this image.",
-                 image_root: str | Path | None = None) -> list[Prompt]:
-    """Images and questions to sample answers for.
-
-    ``source`` is a world or COCO directory (every image of ``split``, asked ``prompt``), or a
-    JSON Lines file of ``{"id", "image", "prompt"}`` objects (preference records qualify: their
-    answers are ignored), images relative to the file or to ``image_root``.
-    """
-    source = Path(source)
-    if source.is_dir():
-        data = open_data(source, split)
-        return [Prompt(f"{split}-{i}", data.image_dir / data.files[i], prompt) for i in sorted(data.files)]
-    if not source.is_file():
-        raise UserError(f"{source}: prompts not found (a world or COCO directory, or a JSON Lines file)")
-    root = Path(image_root) if image_root else source.parent
-    out = []
-    for n, line in enumerate(read_lines(source), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{source}: line {n}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k] for k in ("image", "prompt")):
-            raise UserError(f"{source}: line {n}: a prompt needs non-empty strings 'image' and 'prompt'")
-        image = root / row["image"]
-        if not image.is_file():
-            raise UserError(f"{source}: line {n}: image not found: {image}")
-        out.append(Prompt(str(row.get("id") or f"{source.stem}-{n}"), image, row["prompt"].replace("<image>", "").strip()))
-    if not out:
-        raise UserError(f"{source}: no prompts")
-    return out
 
 
 def decoding_config(config: Any, seed: int) -> DecodingConfig:
