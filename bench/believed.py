@@ -13,11 +13,10 @@ is a habit of the descriptions, which those pairs can unteach.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
-from pathlib import Path
 
 from vlalign.data.datasets import open_data
+from vlalign.eval.results import read_results
 from vlalign.models.generation import answer_yes_no
 from vlalign.models.load import load_vlm
 
@@ -33,7 +32,7 @@ def main() -> None:
     print("| model | hallucinated pairs | says yes | correct pairs | says yes |")
     print("|---|---:|---:|---:|---:|")
     for model_dir, eval_json in zip(args.pairs[::2], args.pairs[1::2]):
-        captions = json.loads(Path(eval_json).read_text())["chair"]["captions"]
+        captions = next(r for r in read_results(eval_json)[1] if r.benchmark == "chair").items
         images, questions, kinds = [], [], []
         for caption in captions:
             image = data.image(caption["image_id"])

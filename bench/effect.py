@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from vlalign.train.config import SAMPLING_METHODS
+from vlalign.methods import METHODS
 
 RECIPES = {"dpo": ("world/dpo", []), "povid": ("world/povid", []), "tpo": ("world/tpo", []),
            "tpo-detached": ("world/tpo", ["tpo.detach_weights=true"]), "fisao": ("world/fisao", []),
@@ -54,7 +54,8 @@ def train_and_evaluate(args, method: str, seed: int) -> tuple[dict, float]:
     with open(f"{run}.log", "a") as log:
         if not (run / "model").is_dir():
             recipe, sets = RECIPES[method]
-            inputs = (["--prompts", args.world, "--verifier", args.verifier] if method in SAMPLING_METHODS
+            samples = not METHODS[method.removesuffix("-detached")].reads_pairs  # on-policy: prompts, not pairs
+            inputs = (["--prompts", args.world, "--verifier", args.verifier] if samples
                       else ["--data", args.data])
             cmd = [sys.executable, "-m", "vlalign", "train", "--config", recipe, "--model",
                    args.base, *inputs, "--out", str(run), "--set", f"seed={seed}",
@@ -65,11 +66,13 @@ def train_and_evaluate(args, method: str, seed: int) -> tuple[dict, float]:
         return evaluate(run / "model", args.world, result, log), time.perf_counter() - started
 
 
-def metrics(result: dict) -> dict[str, float]:
-    chair = result["chair"]["metrics"]
+def metrics(data: dict) -> dict[str, float]:
+    """The headline numbers of a `vlalign eval all` result file's JSON object."""
+    found = {(r["benchmark"], r["subset"]): r["metrics"] for r in data["results"]}
+    chair = found[("chair", None)]
     row = {"CHAIR_s": chair["chair_s"], "CHAIR_i": chair["chair_i"], "Recall": chair["recall"]}
     for split in SPLITS:
-        row[f"F1 {split[:3]}"] = result["pope"]["splits"][split]["metrics"]["f1"]
+        row[f"F1 {split[:3]}"] = found[("pope", split)]["f1"]
     return row
 
 

@@ -36,8 +36,8 @@ import vlalign.methods.fisao as fisao_module
 from effect import metrics  # bench/effect.py, on the path when this runs as a script
 from vlalign.config import load_config
 from vlalign.data.datasets import open_data
+from vlalign.eval.results import result_file
 from vlalign.eval.run import EvalConfig, evaluate
-from vlalign.io import write_json
 from vlalign.models.verifier import Verifier
 from vlalign.recipes import resolve_recipe
 from vlalign.rewards.verifier import Calibration
@@ -97,9 +97,8 @@ def run(args, auc: float, seed: int, truth: dict[int, set[str]], holder: dict[st
              "fisao.verifier": str(Path(args.base) / "clip"), "fisao.calibration": str(calibration)}
     config = load_config(TrainConfig, resolve_recipe(args.recipe, "train"), [f"seed={seed}", *args.set], paths)
     train(config, resume=out.exists())
-    scores = evaluate(out / "model", args.world, "all", EvalConfig(num_images=args.eval_images, pope_mode="logits"))
-    write_json(result, scores)
-    return scores
+    evaluate(out / "model", args.world, "all", EvalConfig(num_images=args.eval_images, pope_mode="logits")).write(result)
+    return json.loads(result.read_text())
 
 
 def main() -> None:
@@ -125,8 +124,9 @@ def main() -> None:
     if args.base_eval:
         base = metrics(json.loads(Path(args.base_eval).read_text()))
     else:
-        base = metrics(evaluate(Path(args.base) / "llava", args.world, "all",
-                                EvalConfig(num_images=args.eval_images, pope_mode="logits")))
+        evaluated = evaluate(Path(args.base) / "llava", args.world, "all",
+                             EvalConfig(num_images=args.eval_images, pope_mode="logits"))
+        base = metrics(result_file(evaluated.results))
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"{args.recipe} with an oracle verifier ({' '.join(args.set)}); test split, "
           f"{args.eval_images} images, seeds {args.seeds}\n")

@@ -44,15 +44,15 @@ def main() -> None:
     print(f"| world make | {make_s:.1f} |\n| world pretrain | {pretrain_s:.1f} |\n| total | {make_s + pretrain_s:.1f} |")
     print(f"\npeak memory of one child process: {peak_mib:.0f} MiB")
     print(f"\nbase model, test split ({args.eval_images} unseen images, priors broken), greedy:\n")
-    print(markdown_table(test))
+    print(markdown_table(test.results))
     print(f"\nbase model, train split ({args.eval_images} seen images), greedy:\n")
-    print(markdown_table(train))
-    for row in test["chair"]["captions"][:3]:
+    print(markdown_table(train.results))
+    for row in test.get("chair").items[:3]:
         print(f"\npresent: {', '.join(row['ground_truth'])}\n  -> {row['caption']}")
     (out / "bench.json").write_text(json.dumps({
         "make_seconds": make_s, "pretrain_seconds": pretrain_s, "peak_mib": peak_mib,
-        "test_chair": test["chair"]["metrics"], "train_chair": train["chair"]["metrics"],
-        "test_pope": {k: v["metrics"] for k, v in test["pope"]["splits"].items()}}, indent=1))
+        "test_chair": test.get("chair").metrics, "train_chair": train.get("chair").metrics,
+        "test_pope": {r.subset: r.metrics for r in test.results if r.benchmark == "pope"}}, indent=1))
 
 
 if __name__ == "__main__":

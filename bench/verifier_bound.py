@@ -21,6 +21,7 @@ import json
 import numpy as np
 
 from vlalign.data.datasets import open_data
+from vlalign.eval.results import read_results
 from vlalign.models.verifier import Verifier
 from vlalign.rewards.verifier import roc_auc
 from vlalign.text.vocabulary import object_finder
@@ -33,10 +34,10 @@ def main() -> None:
     parser.add_argument("--world", help="world directory (default: the one the result names)")
     parser.add_argument("--patch-level", action="store_true")
     args = parser.parse_args()
-    result = json.loads(open(args.eval).read())
-    data = open_data(args.world or result["data"], result["config"]["split"])
+    context, results = read_results(args.eval)
+    data = open_data(args.world or context["data"], context["config"]["split"])
     finder = object_finder(data.vocab)
-    rows = result["chair"]["captions"]
+    rows = next(r for r in results if r.benchmark == "chair").items
     everything = list(data.vocab.categories)
     column = {c: k for k, c in enumerate(everything)}
     verifier = Verifier.load(args.verifier, patch_level=args.patch_level)

@@ -13,6 +13,7 @@ import torch
 
 from conftest import TINY_SIZES, TINY_WORLD
 from vlalign.cli import main
+from vlalign.eval.results import read_results
 
 WORLD_SETS = [f"{k}={v}" for k, v in TINY_WORLD.items()]
 
@@ -134,7 +135,8 @@ def test_demo_trains_every_method_reports_then_reuses(tmp_path):
     assert summary["settings"]["data"]["questions"] == 1 and sources["inject:question"] > 0 < sources["inject:rules"]
     for name in ("base", "dpo-seed0", "fisao-seed0"):
         saved = json.loads((run / "eval" / f"{name}.json").read_text())
-        assert saved["config"]["pope_mode"] == "logits" and len(saved["chair"]["captions"]) == 4
+        chair = next(r for r in saved["results"] if r["benchmark"] == "chair")
+        assert saved["config"]["pope_mode"] == "logits" and len(chair["items"]) == 4
     assert (run / "train" / "tpo-seed0" / "model" / "model.safetensors").is_file()
     assert (run / "report.html").stat().st_size > 10_000
     # Timings are recorded, not compared: which is larger depends on the machine's load.
@@ -169,19 +171,21 @@ def test_eval_all_writes_settings_answers_and_metrics(tmp_path, tiny_world, tiny
                            "--max-new-tokens", "12", "--pope-max-new-tokens", "3"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| CHAIR_s | CHAIR_i | Recall | Len | captions |" in proc.stdout and "| popular |" in proc.stdout
-    result = json.loads(out.read_text())
-    assert result["config"]["split"] == "test" and result["data_kind"] == "world"
-    chair = result["chair"]
-    assert chair["settings"]["prompt"] == "Describe this image." and len(chair["settings"]["image_ids"]) == 5
-    assert chair["settings"]["decoding"] == {"max_new_tokens": 12, "do_sample": False, "temperature": 1.0,
-                                             "top_p": 1.0, "seed": 0}
-    assert all("caption" in row and "hallucinated" in row for row in chair["captions"])
-    pope = result["pope"]
-    assert pope["settings"]["parser"] == "official" and pope["settings"]["mode"] == "generate"
-    for split in ("random", "popular", "adversarial"):
-        assert {"accuracy", "precision", "recall", "f1", "yes_ratio"} <= set(pope["splits"][split]["metrics"])
-        assert all("answer" in row and "label" in row for row in pope["splits"][split]["answers"])
+    assert "| chair | chair_s | chair_i | recall | len | num_captions |" in proc.stdout and "| popular |" in proc.stdout
+    context, results = read_results(out)
+    assert context["config"]["split"] == "test" and context["data_kind"] == "world"
+    chair = results[0]
+    assert (chair.benchmark, chair.protocol["prompt"], chair.protocol["image_subset"]["count"]) == ("chair", "Describe this image.", 5)
+    assert chair.protocol["decoding"] == {"max_new_tokens": 12, "do_sample": False, "temperature": 1.0,
+                                          "top_p": 1.0, "seed": 0}
+    assert all("caption" in row and "hallucinated" in row for row in chair.items)
+    ids = [row["image_id"] for row in chair.items]
+    assert (tmp_path / "eval.images.txt").read_text().splitlines()[1:] == [str(i) for i in ids]
+    assert [(r.benchmark, r.subset) for r in results[1:]] == [("pope", s) for s in ("random", "popular", "adversarial")]
+    for pope in results[1:]:
+        assert pope.protocol["parser"] == "official" and pope.protocol["mode"] == "generate"
+        assert {"accuracy", "precision", "recall", "f1", "yes_ratio"} <= set(pope.metrics)
+        assert all("answer" in row and "label" in row for row in pope.items)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -220,8 +224,8 @@ def test_eval_scores_a_captions_file_and_names_images_without_ground_truth(tmp_p
     assert code == 2 and "no CHAIR ground truth for 1 image id(s): 999999" in err
     out = tmp_path / "chair.json"
     code = main(["eval", "chair", "--data", str(tiny_world), "--captions", captions, "--skip-missing", "--out", str(out)])
-    assert code == 0 and "| CHAIR_s |" in capsys.readouterr().out
-    metrics = json.loads(out.read_text())["chair"]["metrics"]
+    assert code == 0 and "| chair | chair_s |" in capsys.readouterr().out
+    metrics = read_results(out)[1][0].metrics
     assert metrics["num_captions"] == 2 and metrics["num_empty"] == 1 and metrics["num_skipped"] == 1
     assert metrics["num_mentions"] == 2  # repeats count
 
@@ -237,7 +241,9 @@ def test_eval_scores_an_answers_file_by_question_id_never_by_position(tmp_path, 
                                                    {"question_id": 2, "answer": "No, there is not."}])
     out = tmp_path / "pope.json"
     assert main(["eval", "pope", "--questions", questions, "--answers", shuffled, "--out", str(out)]) == 0
-    metrics = json.loads(out.read_text())["pope"]["splits"]["pope_random"]["metrics"]
+    (result,) = read_results(out)[1]
+    metrics = result.metrics
+    assert result.subset == "random" and result.protocol["lineage"] == "original"
     assert (metrics["tp"], metrics["fn"], metrics["tn"], metrics["fp"]) == (1, 1, 1, 0)
     capsys.readouterr()
     missing = _jsonl(tmp_path / "short.jsonl", [{"question_id": 1, "answer": "Yes"}, {"question_id": 7, "answer": "No"}])

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("methods",),  # one plug-in per method
     ("train", "eval", "generate"),  # orchestration
     ("world",),  # the synthetic world
-    ("cli", "cli_demo", "demo", "report", "inspect", "__main__", "__init__", "recipes"),  # the application
+    ("cli", "demo", "report", "inspect", "__main__", "__init__", "recipes"),  # the application
 ]
 NAMES = ["foundation", "math", "methods", "orchestration", "world", "application"]
 

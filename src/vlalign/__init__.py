@@ -15,7 +15,7 @@ from vlalign.version import __version__
 _EXPORTS = {
     "load_vlm": "vlalign.models.load", "LoadedVLM": "vlalign.models.load",
     "adapter_for": "vlalign.models.adapters",
-    "read_records": "vlalign.data.records", "PreferenceRecord": "vlalign.data.records",
+    "read_records": "vlalign.data.sources", "PreferenceRecord": "vlalign.data.records",
     "collate_pairs": "vlalign.logps", "pair_logps": "vlalign.logps", "Scorer": "vlalign.logps",
     "dpo_loss": "vlalign.losses.dpo", "tpo_loss": "vlalign.losses.tpo", "povid_loss": "vlalign.losses.povid",
     "fisao_loss": "vlalign.losses.fisao", "token_weighted_dpo_loss": "vlalign.losses.fisao",

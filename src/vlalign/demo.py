@@ -421,9 +421,8 @@ def _evaluate(model: Path, world_dir: Path, out: Path, eval_images: int, name: s
 
     # the eval recipe "world": POPE by Yes/No next-token scores, one forward pass per question
     eval_config = load_config(EvalConfig, resolve_recipe("world", "eval"), values={"num_images": eval_images})
-    result = evaluate(model, world_dir, "all", eval_config, lambda part, done, total: bar(f"eval {name} {part}", done, total))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, result, indent=1)
+    run = evaluate(model, world_dir, "all", eval_config, lambda part, done, total: bar(f"eval {name} {part}", done, total))
+    run.write(out)  # and the CHAIR images beside it, eval/NAME.images.txt
 
 
 def _train(method: str, seed: int, train_config, base_dir: Path, world_dir: Path, prefs: Path, run: Path,

@@ -1,19 +1,18 @@
 """The OpenAI backend against a real HTTP server on 127.0.0.1 speaking the chat completions
-protocol, with scripted behaviour per item (keyed on a marker in the item's answer)."""
+protocol (tests/fake_openai.py), with scripted behaviour per item (keyed on a marker in the
+item's answer)."""
 
 from __future__ import annotations
 
 import base64
-import json
 import socket
 import threading
 import time
-from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
 
+from fake_openai import FakeServer, completion
 from vlalign.errors import UserError
 from vlalign.generate.openai_backend import (
     SYSTEM_PROMPT,
@@ -29,111 +28,17 @@ KEY_ENV = "VLALIGN_TEST_OPENAI_KEY"
 SECRET = "sk-test-S3CRET-value-0123456789"
 
 
-def completion(content, finish_reason="stop"):
-    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "fake-model",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": finish_reason}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-
-
-class FakeServer:
-    """``script[marker]`` is a list of actions, one per hit of an item whose answer contains
-    ``marker`` (the last one repeats). Actions:
-
-    * ``("json", obj)`` / ``("json", obj, delay)``: 200 with ``obj`` as JSON, after ``delay`` s;
-    * ``("raw", bytes)``: 200, ``application/json``, that body as is;
-    * ``("status", code, headers, body_obj)``: an error status.
-
-    Items with no marker get ``completion("wrong: <whole answer>")``.
-    """
-
-    def __init__(self):
-        self.script: dict[str, list[tuple]] = {}
-        self.hits: Counter[str] = Counter()
-        self.received: list[dict] = []  # {"headers":..., "body":..., "marker":...}
-        self.lock = threading.Lock()
-        self.inflight = 0
-        self.max_inflight = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
-            def do_POST(self):
-                with server.lock:
-                    server.inflight += 1
-                    server.max_inflight = max(server.max_inflight, server.inflight)
-                self.counted = True
-                try:
-                    self._handle()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout tests)
-                finally:
-                    self._leave()
-
-            def _leave(self):
-                # Before the reply goes out: once the client has it, it may send its next request
-                # before this thread would get back to a ``finally``.
-                if self.counted:
-                    self.counted = False
-                    with server.lock:
-                        server.inflight -= 1
-
-            def _handle(self):
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.path != "/v1/chat/completions":
-                    return self._send(404, {"error": {"message": "no such path"}})
-                body = json.loads(raw)
-                messages_text = json.dumps(body["messages"])
-                marker = next((m for m in server.script if m in messages_text), None)
-                with server.lock:
-                    n = server.hits[marker]
-                    server.hits[marker] += 1
-                    headers = {k.lower(): v for k, v in self.headers.items()}
-                    server.received.append({"headers": headers, "body": body, "marker": marker})
-                if marker is None:
-                    user = body["messages"][-1]["content"]
-                    text = user if isinstance(user, str) else user[-1]["text"]
-                    answer = text.split("Correct answer:\n", 1)[1].split("\n\n", 1)[0]
-                    return self._send(200, completion(f"wrong: {answer}"))
-                actions = server.script[marker]
-                action = actions[min(n, len(actions) - 1)]
-                if action[0] == "json":
-                    if len(action) > 2:
-                        time.sleep(action[2])
-                    return self._send(200, action[1])
-                if action[0] == "raw":
-                    return self._send(200, action[1])
-                _, code, headers, obj = action
-                return self._send(code, obj, headers)
-
-            def _send(self, code, obj, headers=None):
-                data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-                self._leave()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.block_on_close = False  # don't wait for handlers still sleeping after a timeout
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def wrong_answer(body):
+    """The reply to an item with no marker: ``completion("wrong: <whole answer>")``."""
+    user = body["messages"][-1]["content"]
+    text = user if isinstance(user, str) else user[-1]["text"]
+    answer = text.split("Correct answer:\n", 1)[1].split("\n\n", 1)[0]
+    return ("json", completion(f"wrong: {answer}"))
 
 
 @pytest.fixture
 def server():
-    s = FakeServer()
+    s = FakeServer(default=wrong_answer)
     yield s
     s.close()
 

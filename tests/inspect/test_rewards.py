@@ -63,7 +63,8 @@ def test_records_with_several_images_are_scored_under_all_of_them(tiny_base, tin
     from dataclasses import replace
 
     from vlalign.data.pairs import load_pairs
-    from vlalign.data.records import read_records, write_records
+    from vlalign.data.records import write_records
+    from vlalign.data.sources import read_records
     from vlalign.inspect.rewards import InspectConfig, score_records
     from vlalign.models.load import load_vlm
 

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from vlalign.data.corrupt import diffusion_noise, to_pil, to_tensor
 from vlalign.data.pairs import load_pairs
-from vlalign.data.records import read_records, write_records
+from vlalign.data.records import write_records
+from vlalign.data.sources import read_records
 from vlalign.methods.pairs import PairMethod, collate, row_lengths
 from vlalign.models.adapters import adapter_for
 from vlalign.models.load import image_token_id, load_vlm

@@ -147,13 +147,14 @@ def test_eval_generates_in_batches_and_scores(family, job, models, tiny_world):
     what, _, mode = job.partition("-")
     config = EvalConfig(num_images=3, batch_size=2, max_new_tokens=5, pope_max_new_tokens=3, pope_mode=mode or "generate",
                         dtype="float32", device="cpu")
-    result = evaluate(models(family), tiny_world, what, config)
+    run = evaluate(models(family), tiny_world, what, config)
     if what == "chair":  # batched greedy descriptions of 3 images
-        assert len(result["chair"]["captions"]) == 3 and 0 <= result["chair"]["metrics"]["chair_i"] <= 100
+        chair = run.get("chair")
+        assert len(chair.items) == 3 and 0 <= chair.metrics["chair_i"] <= 100
         return
-    splits = result["pope"]["splits"]
-    answers = [a for s in splits.values() for a in s["answers"]]
-    assert answers and all(0.0 <= s["metrics"]["accuracy"] <= 100.0 for s in splits.values())
+    splits = [r for r in run.results if r.benchmark == "pope"]
+    answers = [a for s in splits for a in s.items]
+    assert len(splits) == 3 and answers and all(0.0 <= s.metrics["accuracy"] <= 100.0 for s in splits)
     if mode == "logits":  # the Yes/No next-token scores answer exactly Yes or No
         assert {a["answer"] for a in answers} <= {"Yes", "No"}
 

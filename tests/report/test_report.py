@@ -15,7 +15,9 @@ import pytest
 from PIL import Image
 
 from vlalign.errors import UserError
+from vlalign.eval.results import BenchmarkResult, result_file
 from vlalign.report import load_run, markdown_table, summarize, write_report
+from vlalign.report.collect import load_evaluation
 from vlalign.report.summary import row_cells
 
 SCRIPT = "<script>document.title='pwned'</script>"
@@ -42,10 +44,19 @@ def _eval(numbers: dict, model: str) -> dict:
         _caption(3, "There are two cups.", [["cup", "cup"]], [["cup", "cup"]], ["sink"]),
         _caption(4, "A person.", [["person", "person"]], [], ["person"]),
     ]
-    return {"model": model, "data": "RUN/world",
-            "chair": {"metrics": {**{k: numbers[k] for k in ("chair_s", "chair_i", "recall", "len")},
-                                  "num_captions": 4}, "captions": captions},
-            "pope": {"splits": {s: {"metrics": {"accuracy": 50.0, "f1": v}} for s, v in f1.items()}}}
+    chair = BenchmarkResult("chair", None, {"normalizer": "builtin"},
+                            {**{k: numbers[k] for k in ("chair_s", "chair_i", "recall", "len")}, "num_captions": 4},
+                            captions)
+    pope = [BenchmarkResult("pope", s, {"parser": "official"}, {"accuracy": 50.0, "f1": v}) for s, v in f1.items()]
+    return result_file([chair, *pope], model=model, data="RUN/world")
+
+
+def _legacy_eval(numbers: dict, model: str) -> dict:
+    """The same evaluation in the shape `vlalign eval` wrote before the one result format."""
+    new = _eval(numbers, model)
+    chair, *pope = new["results"]
+    return {"model": model, "data": "RUN/world", "chair": {"metrics": chair["metrics"], "captions": chair["items"]},
+            "pope": {"splits": {r["subset"]: {"metrics": r["metrics"]} for r in pope}}}
 
 
 def _jsonl(path, rows) -> None:
@@ -205,9 +216,21 @@ def test_not_a_run_directory_is_a_user_error(tmp_path):
     assert not (tmp_path / "report.html").exists()
 
 
+def test_result_files_and_older_evaluations_read_the_same(tmp_path):
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    new.write_text(json.dumps(_eval(RUNS["dpo-seed1"], "dpo")))
+    old.write_text(json.dumps(_legacy_eval(RUNS["dpo-seed1"], "dpo")))
+    read_new, read_old = load_evaluation(new, "dpo", 1), load_evaluation(old, "dpo", 1)
+    assert read_new.metrics == read_old.metrics == {"chair_s": 44.0, "chair_i": 22.0, "recall": 79.0, "len": 29.0,
+                                                    "f1_random": 90.0, "f1_popular": 86.0, "f1_adversarial": 82.0}
+    assert read_new.captions == read_old.captions and read_new.captions[3].hallucinated == [("cup", "cup")]
+
+
 @pytest.mark.parametrize("path, content, message", [
     ("eval/dpo-seed1.json", '{"chair": ', r"dpo-seed1\.json: line 1: not valid JSON"),
     ("eval/base.json", '{"chair": {"metrics": {"chair_i": "high"}}}', r"base\.json: chair\.metrics\.chair_i must be"),
+    ("eval/base.json", '{"format": "vlalign-result/1", "results": [{"benchmark": "chair", "protocol": {}, '
+     '"metrics": {"chair_i": "high"}, "items": []}]}', r"base\.json: results\[0\]: metric 'chair_i' is not a number"),
     ("train/dpo-seed0/metrics.jsonl", '{"step": 1}\n{"step": \n', r"metrics\.jsonl: line 2: not valid JSON"),
     ("inspect/scores.jsonl", '{"id": "x"}\n', r"scores\.jsonl: line 1: not a scored record"),
     ("demo.json", "[1, 2]", r"demo\.json: expected a JSON object"),

@@ -18,4 +18,4 @@ def test_report_command_writes_the_page_and_prints_the_table(tmp_path, capsys):
 def test_report_of_a_bad_path_is_one_line_exit_2(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "nope" in err[0] and "not a directory" in err[0]
+    assert len(err) == 1 and "nope" in err[0] and "no such run directory or result file" in err[0]

@@ -35,7 +35,7 @@ def build_train_run(root, config=None, evals=("all_test",)):
     full = _eval(RUNS["dpo-seed0"], "dpo")  # CHAIR_s 40, CHAIR_i 20, Recall 76, Len 28, F1 88 / 84 / 81
     for name in evals:
         what = name.split("_")[0]
-        part = full if what == "all" else {k: v for k, v in full.items() if k in ("model", "data", what)}
+        part = full if what == "all" else {**full, "results": [r for r in full["results"] if r["benchmark"] == what]}
         (root / "model" / "eval" / f"{name}.json").write_text(json.dumps(part))
     return root
 

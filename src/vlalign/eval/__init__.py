@@ -11,9 +11,10 @@ from __future__ import annotations
 from vlalign.lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, globals(), {
-    "vlalign.eval.run": ("CHAIR_PROMPT", "POPE_MODES", "EvalConfig", "evaluate", "load_captions", "markdown_table",
-                         "run_chair", "run_pope", "score_answers", "score_captions"),
-    "vlalign.eval.chair": ("ChairResult", "load_ground_truth_for_world"),
+    "vlalign.eval.run": ("CHAIR_PROMPT", "POPE_MODES", "EvalConfig", "EvalRun", "chair_images", "evaluate",
+                         "load_captions", "markdown_table", "run_chair", "run_pope", "score_answers", "score_captions",
+                         "write_evaluation"),
+    "vlalign.eval.chair": ("ChairResult", "load_ground_truth_for_world", "opera_subset", "read_image_ids"),
     "vlalign.eval.pope": ("PARSERS", "PopeSplits", "load_answers", "load_questions", "parse_official", "parse_strict",
                           "write_questions"),
 })

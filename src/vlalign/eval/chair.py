@@ -21,8 +21,11 @@ both tokens and becoming the rule's target word; if both "toilet" and "seat" rem
 
 Lineage choices (the original script and OPERA's Python-3 port, copied by lmms-eval):
 
-* the default normalizer is our rule-based singularizer, the nearest to the original's
-  ``pattern.en.singularize``; ``normalizer="wordnet"`` gives OPERA's (needs nltk);
+* the normalizer names the lineage (:data:`vlalign.text.normalize.LINEAGES`): ``"pattern"`` gives
+  the original script's words exactly (Pattern 3.6's ``singularize``, reimplemented), ``"wordnet"``
+  OPERA's (needs nltk), ``"builtin"`` vlalign's dictionary singular. The library functions
+  default to ``"builtin"``; ``vlalign eval`` resolves ``"auto"`` to ``"pattern"`` on COCO and to
+  ``"builtin"`` on a synthetic world;
 * metrics are OPERA's four, all reported as percentages (``Len`` is a word count); the
   original's BLEU/CIDEr fields are not computed;
 * ``Len`` counts words as OPERA does: tokens after two-word merging, punctuation included;
@@ -34,16 +37,23 @@ Lineage choices (the original script and OPERA's Python-3 port, copied by lmms-e
   terms carry a leading space (``' motor bike'``, ``' cheesecake'``) and never match, and
   "iPhone" never matches a lowercased caption. A term listed under two categories belongs to
   the later one, as in the reference.
+
+Which images: :func:`opera_subset` reproduces OPERA's draw of its 500 CHAIR images from a
+directory listing; :func:`read_image_ids` reads a saved list of ids (what ``vlalign eval`` writes
+beside a result as ``RESULT.images.txt``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vlalign.errors import UserError
+from vlalign.io import read_lines
 from vlalign.text.ground_truth import ground_truth, merged_words, resolve_normalizer, word_mentions
 from vlalign.text.normalize import Normalizer
 from vlalign.text.vocabulary import Vocabulary
@@ -55,6 +65,90 @@ def load_ground_truth_for_world(world_dir: str | Path, split: str, normalizer: N
     annotations = Path(world_dir) / "annotations"
     return ground_truth(annotations / f"instances_{split}.json", annotations / f"captions_{split}.json",
                         vocab or Vocabulary.from_world(world_dir), normalizer)
+
+
+# --------------------------------------------------------------------------------------------
+# Which images: OPERA's 500, or a saved list
+
+#: OPERA's ``chair_eval.py`` seeds Python's ``random`` with its config's ``run.seed`` (42 in every
+#: shipped ``eval_configs/*.yaml``) plus the process rank (0), shuffles ``os.listdir(val2014)``
+#: and describes the first 500 files.
+OPERA_SEED = 42
+OPERA_COUNT = 500
+
+
+def opera_draw(listing: Sequence[str], seed: int = OPERA_SEED, count: int = OPERA_COUNT) -> list[str]:
+    """The first ``count`` names of ``listing`` after OPERA's shuffle, in OPERA's order.
+
+    ``random.seed(seed); random.shuffle(names)`` on the module generator equals
+    ``random.Random(seed).shuffle(names)``, which is used here so no global state changes. The
+    draw depends on the order of ``listing`` (``os.listdir``'s, which is the filesystem's), so
+    the same files listed in another order give other images.
+    """
+    names = list(listing)
+    random.Random(seed).shuffle(names)
+    return names[:count]
+
+
+def listing_digest(listing: Sequence[str]) -> str:
+    """SHA-256 (hex) of the names in order, one a line: two listings draw the same images iff they agree."""
+    return hashlib.sha256("".join(f"{name}\n" for name in listing).encode()).hexdigest()
+
+
+def opera_subset(listing: Sequence[str], files: Mapping[int, str], seed: int = OPERA_SEED,
+                 count: int = OPERA_COUNT, where: str = "the image listing") -> list[int]:
+    """Image ids of OPERA's draw from ``listing``, in drawn order.
+
+    Args:
+        listing: file names in the order ``os.listdir`` gave them on the image directory (OPERA
+            shuffles everything there, so a stray file is drawn like an image).
+        files: image id -> file name, from the instances file.
+        where: names the listing in errors.
+
+    Raises:
+        UserError: a drawn name is not an image of ``files`` (OPERA's script would stop there
+            too, on a missing key), or the listing has fewer than ``count`` names.
+    """
+    if len(listing) < count:
+        raise UserError(f"{where}: {len(listing)} names, fewer than the {count} images OPERA's subset draws")
+    by_name = {name: image_id for image_id, name in files.items()}
+    drawn = opera_draw(listing, seed, count)
+    unknown = [name for name in drawn if name not in by_name]
+    if unknown:
+        raise UserError(f"{where}: drawn name {unknown[0]!r} is not an image of the annotations "
+                        f"({len(unknown)} of the {count} drawn are not)")
+    return [by_name[name] for name in drawn]
+
+
+def read_image_ids(path: str | Path) -> list[int]:
+    """Image ids from a text file, one a line, in order (the ``RESULT.images.txt`` a CHAIR run writes).
+
+    Blank lines and lines starting with "#" are skipped. Raises :class:`UserError` naming the line
+    of a value that is not an integer, a repeated id, or a file with no ids.
+    """
+    ids: list[int] = []
+    seen: dict[int, int] = {}
+    for lineno, line in enumerate(read_lines(path), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            image_id = int(text)
+        except ValueError:
+            raise UserError(f"{path}: line {lineno}: {text!r} is not an image id (one integer a line)") from None
+        if image_id in seen:
+            raise UserError(f"{path}: line {lineno}: image id {image_id} repeats line {seen[image_id]}")
+        seen[image_id] = lineno
+        ids.append(image_id)
+    if not ids:
+        raise UserError(f"{path}: no image ids")
+    return ids
+
+
+def image_ids_text(image_ids: Sequence[int], header: str) -> str:
+    """The text :func:`read_image_ids` reads: ``header`` lines as comments, then one id a line."""
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    return comments + "".join(f"{i}\n" for i in image_ids)
 
 
 # --------------------------------------------------------------------------------------------

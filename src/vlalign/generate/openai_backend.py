@@ -15,6 +15,11 @@ that is not a usable answer, an unreadable image) is recorded on that item and t
 on. Only the caller's own mistakes raise: a bad :class:`OpenAIConfig` (``ValueError``) and a
 missing API key (:class:`~vlalign.errors.UserError`).
 
+The request machinery is shared with the judge benchmarks (:mod:`vlalign.eval.judges`):
+:func:`open_client` (key lookup, client retries off), :func:`chat_with_retries` (one request
+with backoff and ``Retry-After``), :func:`reply_message` (the reply's text) and
+:func:`run_concurrent` (the thread pool).
+
 The API key is read from the environment variable named by ``OpenAIConfig.api_key_env`` at the
 start of :func:`inject`; it is never stored on the config, returned, or put in an error text.
 """
@@ -30,7 +35,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,72 +251,58 @@ def _api_key(config: OpenAIConfig, base_url: str | None) -> str:
     )
 
 
-def inject(
-    requests: Iterable[InjectRequest],
-    config: OpenAIConfig,
-    *,
-    on_result: Callable[[InjectResult], None] | None = None,
-    client: Any = None,
-) -> list[InjectResult]:
-    """Ask the model for a hallucinated version of every request's answer.
+@dataclass
+class ChatReply:
+    """One chat request after its retries: exactly one of ``body`` (the raw text of the 2xx
+    reply, not yet parsed) and ``error`` (a short reason) is set. ``attempts`` counts the HTTP
+    requests made."""
 
-    Up to ``config.concurrency`` requests run at once in worker threads. ``on_result`` is
-    called once per item as it finishes, in completion order, always from the calling thread,
-    so it may append to a file or update a progress bar without locking. Returns the results
-    in input order.
+    body: str | None
+    error: str | None
+    attempts: int
 
-    ``client`` replaces the ``openai.OpenAI`` client this would build (no key is then looked
-    up); either way it is used with the openai client's own retries off and ``config.timeout``
-    per request, so every attempt is counted here.
 
-    Raises ``ValueError`` for a bad config and :class:`UserError` when the key's environment
-    variable is unset and the server is not local; both before any request. Failures of
-    single items are returned as results, not raised. If ``on_result`` raises, requests not
-    yet started are cancelled and the exception propagates.
+@dataclass
+class ReplyMessage:
+    """What a chat completions reply says: the first choice's text, why it stopped, and the
+    model the server says answered (``None`` when it does not say)."""
+
+    content: str
+    finish_reason: str | None
+    model: str | None
+
+
+def open_client(config: OpenAIConfig, client: Any = None) -> tuple[Any, str | None]:
+    """``(client, secret)``: an ``openai.OpenAI`` client for ``config`` with the client's own
+    retries off and ``config.timeout`` per request, so every attempt is counted by
+    :func:`chat_with_retries`. ``secret`` is the API key looked up (``None`` when ``client``
+    is given, then no key is looked up); it is only for masking server messages.
+
+    Raises ``ValueError`` for a bad config, and :class:`UserError` when the openai package is
+    missing or the key's environment variable is unset and the server is not local.
     """
     config.validate()
     try:
         import openai  # an optional extra: only needed when this backend is used
     except ImportError:
-        raise UserError("the openai backend needs the openai package: pip install 'vlalign[openai]'") from None
-    items = list(requests)
+        raise UserError("the OpenAI-compatible client needs the openai package: pip install 'vlalign[openai]'") from None
+    if client is not None:
+        return client.with_options(timeout=config.timeout, max_retries=0), None
     base_url = resolve_base_url(config)
-    secret = None
-    if client is None:
-        secret = _api_key(config, base_url)
-        client = openai.OpenAI(base_url=base_url, api_key=secret, timeout=config.timeout, max_retries=0)
-    else:
-        client = client.with_options(timeout=config.timeout, max_retries=0)
-    if not items:
-        return []
-
-    results: list[InjectResult | None] = [None] * len(items)
-    pool = ThreadPoolExecutor(max_workers=min(config.concurrency, len(items)), thread_name_prefix="vlalign-inject")
-    try:
-        futures = {pool.submit(_inject_one, client, item, config, secret): i for i, item in enumerate(items)}
-        for future in as_completed(futures):
-            result = future.result()  # only a bug in this module raises here
-            results[futures[future]] = result
-            if on_result is not None:
-                on_result(result)
-    except BaseException:
-        # Don't keep spending requests (and money) on a run that is already failing.
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    return [r for r in results if r is not None]
+    secret = _api_key(config, base_url)
+    return openai.OpenAI(base_url=base_url, api_key=secret, timeout=config.timeout, max_retries=0), secret
 
 
-def _inject_one(client: Any, item: InjectRequest, config: OpenAIConfig, secret: str | None) -> InjectResult:
-    """One item, retries included; never raises for a server's or a file's fault."""
+def chat_with_retries(client: Any, config: OpenAIConfig, messages: list[dict[str, Any]],
+                      secret: str | None = None) -> ChatReply:
+    """Send one chat completions request, retrying 429, 5xx, timeouts and connection errors.
+
+    Up to ``config.max_retries`` attempts, waiting as :func:`_delay` says between them (the
+    server's ``Retry-After`` when given). Other 4xx statuses are not retried; their error names
+    the status and the server's message with anything key-like masked. Never raises for the
+    server's fault: the outcome is a :class:`ChatReply`.
+    """
     import openai
-
-    image = item.image if config.send_image else None
-    try:
-        messages = instruction(item.prompt, item.answer, image)
-    except (OSError, ValueError) as exc:
-        reason = "unsupported image type" if isinstance(exc, ValueError) else "cannot read image"
-        return InjectResult(item.id, None, f"{reason} {image}", 0)
 
     attempts = 0
     while True:
@@ -332,21 +323,116 @@ def _inject_one(client: Any, item: InjectRequest, config: OpenAIConfig, secret: 
             status = exc.status_code
             if status != 429 and status < 500:
                 message = _server_message(exc.body, secret)
-                return InjectResult(item.id, None, f"HTTP {status}" + (f": {message}" if message else ""), attempts)
+                return ChatReply(None, f"HTTP {status}" + (f": {message}" if message else ""), attempts)
             failure = f"HTTP {status}"
             retry_after = _retry_after(exc.response.headers)
         except openai.OpenAIError as exc:
             # Anything else the client raises is about the reply, not worth repeating.
-            return InjectResult(item.id, None, f"request failed: {type(exc).__name__}", attempts)
+            return ChatReply(None, f"request failed: {type(exc).__name__}", attempts)
         else:
-            rejected, problem = _parse_reply(raw.text, item.answer)
-            if problem is not None:
-                return InjectResult(item.id, None, f"malformed reply: {problem}", attempts)
-            return InjectResult(item.id, rejected, None, attempts)
+            return ChatReply(raw.text, None, attempts)
 
         if attempts >= config.max_retries:
-            return InjectResult(item.id, None, f"{failure} after {attempts} attempts", attempts)
+            return ChatReply(None, f"{failure} after {attempts} attempts", attempts)
         time.sleep(_delay(config.backoff, attempts, retry_after))
+
+
+def reply_message(body: str) -> tuple[ReplyMessage | None, str | None]:
+    """``(message, None)`` when ``body`` is a chat completion whose first choice has text, else
+    ``(None, what is wrong)``."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None, "invalid JSON"
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return None, "no choices"
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        return None, "no message"
+    content = message.get("content")
+    if content is None:
+        return None, "model refused" if message.get("refusal") else "no content"
+    if not isinstance(content, str):
+        return None, "content is not a string"
+    model = data.get("model")
+    return ReplyMessage(content, choice.get("finish_reason"), model if isinstance(model, str) else None), None
+
+
+def run_concurrent(items: Sequence[Any], work: Callable[[Any], Any], concurrency: int, *,
+                   on_result: Callable[[Any], None] | None = None, name: str = "vlalign-openai") -> list[Any]:
+    """``[work(item) for item in items]``, up to ``concurrency`` at once in worker threads.
+
+    ``on_result`` is called once per item as it finishes, in completion order, always from the
+    calling thread, so it may append to a file or update a progress bar without locking. If
+    ``work`` or ``on_result`` raises, items not yet started are cancelled and the exception
+    propagates.
+    """
+    if not items:
+        return []
+    results: list[Any] = [None] * len(items)
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(items)), thread_name_prefix=name)
+    try:
+        futures = {pool.submit(work, item): i for i, item in enumerate(items)}
+        for future in as_completed(futures):
+            result = future.result()
+            results[futures[future]] = result
+            if on_result is not None:
+                on_result(result)
+    except BaseException:
+        # Don't keep spending requests (and money) on a run that is already failing.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+def inject(
+    requests: Iterable[InjectRequest],
+    config: OpenAIConfig,
+    *,
+    on_result: Callable[[InjectResult], None] | None = None,
+    client: Any = None,
+) -> list[InjectResult]:
+    """Ask the model for a hallucinated version of every request's answer.
+
+    Up to ``config.concurrency`` requests run at once in worker threads (:func:`run_concurrent`:
+    ``on_result`` is called from the calling thread, in completion order). Returns the results
+    in input order.
+
+    ``client`` replaces the ``openai.OpenAI`` client this would build (no key is then looked
+    up); either way it is used with the openai client's own retries off and ``config.timeout``
+    per request, so every attempt is counted here.
+
+    Raises ``ValueError`` for a bad config and :class:`UserError` when the key's environment
+    variable is unset and the server is not local; both before any request. Failures of
+    single items are returned as results, not raised. If ``on_result`` raises, requests not
+    yet started are cancelled and the exception propagates.
+    """
+    client, secret = open_client(config, client)
+    items = list(requests)
+    return run_concurrent(items, lambda item: _inject_one(client, item, config, secret), config.concurrency,
+                          on_result=on_result, name="vlalign-inject")
+
+
+def _inject_one(client: Any, item: InjectRequest, config: OpenAIConfig, secret: str | None) -> InjectResult:
+    """One item, retries included; never raises for a server's or a file's fault."""
+    image = item.image if config.send_image else None
+    try:
+        messages = instruction(item.prompt, item.answer, image)
+    except (OSError, ValueError) as exc:
+        reason = "unsupported image type" if isinstance(exc, ValueError) else "cannot read image"
+        return InjectResult(item.id, None, f"{reason} {image}", 0)
+    reply = chat_with_retries(client, config, messages, secret)
+    if reply.body is None:
+        return InjectResult(item.id, None, reply.error, reply.attempts)
+    rejected, problem = _parse_reply(reply.body, item.answer)
+    if problem is not None:
+        return InjectResult(item.id, None, f"malformed reply: {problem}", reply.attempts)
+    return InjectResult(item.id, rejected, None, reply.attempts)
 
 
 def _delay(backoff: float, attempts: int, retry_after: float | None) -> float:
@@ -382,29 +468,14 @@ def _retry_after(headers: Any) -> float | None:
 
 
 def _parse_reply(body: str, answer: str) -> tuple[str | None, str | None]:
-    """``(rejected, None)`` for a usable reply, else ``(None, what is wrong)``."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None, "invalid JSON"
-    if not isinstance(data, dict):
-        return None, "not a JSON object"
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices:
-        return None, "no choices"
-    choice = choices[0]
-    message = choice.get("message") if isinstance(choice, dict) else None
-    if not isinstance(message, dict):
-        return None, "no message"
-    content = message.get("content")
-    if content is None:
-        return None, "model refused" if message.get("refusal") else "no content"
-    if not isinstance(content, str):
-        return None, "content is not a string"
-    if choice.get("finish_reason") == "length":
+    """``(rejected, None)`` for a usable rewrite, else ``(None, what is wrong)``."""
+    message, problem = reply_message(body)
+    if message is None:
+        return None, problem
+    if message.finish_reason == "length":
         # A rewrite cut off mid-sentence would teach the policy that short means wrong.
         return None, "truncated at max_tokens"
-    rejected = clean_reply(content, answer)
+    rejected = clean_reply(message.content, answer)
     if not rejected:
         return None, "empty content"
     if rejected == answer.strip():

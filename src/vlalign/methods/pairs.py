@@ -93,6 +93,8 @@ class PairMethod(Method):
         summary: dict[str, Any] = {"records": len(self._pairs.records)}
         if self.config.max_length:
             summary["skipped_too_long"] = self.skipped_too_long
+        if self._pairs.skipped:  # rows their schema's rule pairs with nothing (VLFeedback's ties), by reason
+            summary["rows_without_pair"] = dict(self._pairs.skipped)
         return summary
 
     def total_steps(self) -> int:

@@ -37,6 +37,7 @@ from typing import Any
 
 from vlalign.errors import UserError
 from vlalign.eval.pope import SPLITS as POPE_SPLITS
+from vlalign.eval.results import RESULT_FORMAT, BenchmarkResult
 from vlalign.inspect.rewards import ScoredAnswer, ScoredRecord, Word
 from vlalign.io import read_jsonl
 from vlalign.methods import METHODS
@@ -154,9 +155,26 @@ def _pairs(value: Any) -> list[tuple[str, str]]:
     return [(str(word), str(category)) for word, category in value]
 
 
-def load_evaluation(path: Path, method: str, seed: int | None) -> Evaluation:
-    """An ``eval/*.json`` file: CHAIR's and POPE's numbers and the CHAIR descriptions."""
-    data = _object(path)
+def _result_parts(path: Path, data: dict[str, Any]) -> tuple[dict[str, float], Any]:
+    """Headline metrics and CHAIR rows of a result file (``vlalign-result/1``, :mod:`vlalign.eval.results`)."""
+    if not isinstance(data.get("results"), list):
+        raise UserError(f"{path}: field 'results' missing or not a list")
+    results = [BenchmarkResult.from_json(r, f"{path}: results[{k}]") for k, r in enumerate(data["results"])]
+    metrics: dict[str, float] = {}
+    rows: Any = []
+    for result in results:
+        if result.benchmark == "chair" and result.subset is None:
+            metrics |= {key: float(result.metrics[key]) for key in ("chair_s", "chair_i", "recall", "len")
+                        if key in result.metrics}
+            rows = result.items
+        elif result.benchmark == "pope" and result.subset in POPE_SPLITS and "f1" in result.metrics:
+            metrics[f"f1_{result.subset}"] = float(result.metrics["f1"])
+    return metrics, rows
+
+
+def _legacy_parts(path: Path, data: dict[str, Any]) -> tuple[dict[str, float], Any]:
+    """Headline metrics and CHAIR rows of an evaluation written before the one result format
+    (``{"chair": {"metrics", "captions"}, "pope": {"splits": {...}}}``)."""
     metrics = {}
     for key in ("chair_s", "chair_i", "recall", "len"):
         value = _get(path, data, "chair", "metrics", key)
@@ -166,9 +184,20 @@ def load_evaluation(path: Path, method: str, seed: int | None) -> Evaluation:
         f1 = _get(path, data, "pope", "splits", split, "metrics", "f1")
         if f1 is not None:
             metrics[f"f1_{split}"] = _number(path, f"pope.splits.{split}.metrics.f1", f1)
-    rows = _get(path, data, "chair", "captions") or []
+    return metrics, _get(path, data, "chair", "captions") or []
+
+
+def load_evaluation(path: Path, method: str, seed: int | None) -> Evaluation:
+    """An ``eval/*.json`` file: CHAIR's and POPE's numbers and the CHAIR descriptions.
+
+    Reads a result file (``"format": "vlalign-result/1"``, what ``vlalign eval`` writes) and the
+    older ``{"chair": ..., "pope": ...}`` evaluations alike.
+    """
+    data = _object(path)
+    metrics, rows = (_result_parts if data.get("format") == RESULT_FORMAT else _legacy_parts)(path, data)
+    where = "CHAIR items" if data.get("format") == RESULT_FORMAT else "chair.captions"
     if not isinstance(rows, list):
-        raise UserError(f"{path}: chair.captions must be a list")
+        raise UserError(f"{path}: {where} must be a list")
     captions = {}
     for k, row in enumerate(rows):
         try:
@@ -177,7 +206,7 @@ def load_evaluation(path: Path, method: str, seed: int | None) -> Evaluation:
                                                      _pairs(row.get("hallucinated", [])),
                                                      [str(c) for c in row.get("ground_truth", [])])
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise UserError(f"{path}: chair.captions[{k}] is not a CHAIR caption row (image_id, caption, "
+            raise UserError(f"{path}: {where}[{k}] is not a CHAIR caption row (image_id, caption, "
                             "mentions, hallucinated as [word, category] pairs)") from None
     return Evaluation(path, method, seed, metrics, captions)
 

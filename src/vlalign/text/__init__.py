@@ -7,7 +7,16 @@ not re-exported here (see :mod:`vlalign.lazy`).
 """
 
 from vlalign.text.ground_truth import caption_objects
-from vlalign.text.normalize import NORMALIZERS, Normalizer, get_normalizer, singularize, tokenize
+from vlalign.text.normalize import (
+           LINEAGES,
+           NORMALIZERS,
+           Normalizer,
+           choose_normalizer,
+           get_normalizer,
+           singularize,
+           tokenize,
+)
+from vlalign.text.pattern import pattern_singularize
 from vlalign.text.templates import article, existence_question, object_prompt, plural
 from vlalign.text.vocabulary import (
            Mention,
@@ -18,6 +27,6 @@ from vlalign.text.vocabulary import (
            object_finder,
 )
 
-__all__ = ["NORMALIZERS", "Mention", "MentionFinder", "Normalizer", "ObjectFinder", "Vocabulary", "article",
-           "caption_objects", "coco_synonyms_path", "existence_question", "get_normalizer", "object_finder",
-           "object_prompt", "plural", "singularize", "tokenize"]
+__all__ = ["LINEAGES", "NORMALIZERS", "Mention", "MentionFinder", "Normalizer", "ObjectFinder", "Vocabulary", "article",
+           "caption_objects", "choose_normalizer", "coco_synonyms_path", "existence_question", "get_normalizer",
+           "object_finder", "object_prompt", "pattern_singularize", "plural", "singularize", "tokenize"]

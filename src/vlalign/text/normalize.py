@@ -18,17 +18,28 @@ word-final period is split off, as if each ended a sentence (so "mr." gives "mr"
 also rewrites double quotes as ``` `` ``` and ``''``; here they stay as written (the token count
 is the same).
 
-Normalizers (:func:`get_normalizer`):
+Normalizers (:func:`get_normalizer`), one per lineage (:data:`LINEAGES`):
 
-* ``"builtin"`` (default): :func:`singularize`, a rule-based English singularizer applied to
-  every token, in the spirit of the original's ``pattern.en.singularize``. Needs nothing
-  installed. It inverts :func:`vlalign.world.vocab.plural` for the whole synthetic vocabulary.
-* ``"wordnet"``: the OPERA/lmms-eval procedure; needs ``nltk`` and its data, never downloads.
+* ``"pattern"`` (lineage ``original``): :func:`vlalign.text.pattern.pattern_singularize`, a
+  reimplementation of Pattern 3.6's ``singularize`` with its quirks ("bus" -> "bu", "ties" ->
+  "ty", "collies" kept plural), so the mentions equal the original script's. Needs nothing
+  installed. The default of ``vlalign eval`` on COCO data (``"auto"``).
+* ``"wordnet"`` (lineage ``opera``): the OPERA/lmms-eval procedure; needs ``nltk`` and its data,
+  never downloads.
+* ``"builtin"`` (lineage ``vlalign``): :func:`singularize`, a rule-based English singularizer
+  applied to every token that returns the dictionary singular. It inverts
+  :func:`vlalign.world.vocab.plural` for the whole synthetic vocabulary, so it is the default on
+  a synthetic world (``"auto"``), whose words are regular.
 
 Where ``"builtin"`` can differ from the two lineages:
 
+* "bus", "minibus" and "tennis" keep their "s" and "ties" becomes "tie"; ``pattern`` gives "bu",
+  "minibu", "tenni" and "ty", so the original never counts a singular bus or a plural tie.
+  ``pattern`` keeps "collies", "doggies" and makes "canoes" -> "cano", "magpies" -> "magpy",
+  "thieves" -> "thieve"; it gives "corgis" -> "corgi", "zebus" -> "zebu", "broccolis" ->
+  "broccoli", which ``"builtin"`` keeps plural. ``docs/eval_chair.md`` lists captions that differ.
 * "glass" stays "glass" and "glasses" becomes "glass". ``pattern`` turns "glass" into "glas"
-  (which is why CHAIR has a ``wine glas`` rule; it is kept and is harmless here). WordNet's
+  (which is why CHAIR has a ``wine glas`` rule; with ``"builtin"`` it never fires). WordNet's
   answer for "glasses" depends on the tag and on the nltk version ("glasses" is itself a
   WordNet noun).
 * "people" becomes "person", as in ``pattern``. WordNet keeps "people", which matters only for
@@ -54,6 +65,7 @@ import re
 from typing import Protocol
 
 from vlalign.errors import UserError
+from vlalign.text.pattern import pattern_singularize
 
 # --------------------------------------------------------------------------------------------
 # Tokenizer
@@ -205,12 +217,21 @@ class Normalizer(Protocol):
 
 
 class BuiltinNormalizer:
-    """:func:`singularize` on every token; the default, needs nothing installed."""
+    """:func:`singularize` on every token (lineage ``vlalign``); needs nothing installed."""
 
     name = "builtin"
 
     def __call__(self, tokens: list[str]) -> list[str]:
         return [singularize(t) for t in tokens]
+
+
+class PatternNormalizer:
+    """Pattern 3.6's ``singularize`` on every token, as the original CHAIR script (lineage ``original``)."""
+
+    name = "pattern"
+
+    def __call__(self, tokens: list[str]) -> list[str]:
+        return [pattern_singularize(t) for t in tokens]
 
 
 WORDNET_INSTALL = ("pip install nltk && python -m nltk.downloader wordnet omw-1.4 averaged_perceptron_tagger_eng "
@@ -246,13 +267,38 @@ class WordNetNormalizer:
         return [self._lemmatize(word, self._pos.get(tag[:1], "n")) for word, tag in self._pos_tag(tokens)]
 
 
-NORMALIZERS = ("builtin", "wordnet")
+NORMALIZERS = ("pattern", "wordnet", "builtin")
+
+#: The CHAIR lineage each normalizer reproduces: the original script (LisaAnne/Hallucination, which
+#: LURE and POVID point to), OPERA's port (copied by lmms-eval), or vlalign's own.
+LINEAGES = {"pattern": "original", "wordnet": "opera", "builtin": "vlalign"}
+
+#: ``"auto"`` by the kind of data: COCO numbers comparable with the original script; a synthetic
+#: world's regular plurals read with the dictionary singular.
+AUTO_NORMALIZER = {"coco": "pattern", "world": "builtin"}
+
+
+def choose_normalizer(name: str, data_kind: str) -> str:
+    """The normalizer ``name`` stands for on data of ``data_kind`` ("coco" or "world"): itself, or for
+    ``"auto"`` the one in :data:`AUTO_NORMALIZER`. Raises :class:`UserError` for an unknown name."""
+    if name == "auto":
+        if data_kind not in AUTO_NORMALIZER:
+            raise ValueError(f"unknown data kind {data_kind!r}")
+        return AUTO_NORMALIZER[data_kind]
+    if name not in NORMALIZERS:
+        raise UserError(f"unknown CHAIR normalizer {name!r} (choose from {', '.join(NORMALIZERS)}, auto)")
+    return name
 
 
 def get_normalizer(name: str = "builtin") -> Normalizer:
-    """The normalizer called ``name``: ``"builtin"`` or ``"wordnet"`` (see the module docstring)."""
+    """The normalizer called ``name``: ``"pattern"``, ``"wordnet"`` or ``"builtin"`` (see the module
+    docstring); ``"auto"`` must first be resolved by :func:`choose_normalizer`."""
     if name == "builtin":
         return BuiltinNormalizer()
+    if name == "pattern":
+        return PatternNormalizer()
     if name == "wordnet":
         return WordNetNormalizer()
+    if name == "auto":
+        raise UserError("the CHAIR normalizer 'auto' depends on the data: resolve it with choose_normalizer first")
     raise UserError(f"unknown CHAIR normalizer {name!r} (choose from {', '.join(NORMALIZERS)})")

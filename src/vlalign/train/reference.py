@@ -20,6 +20,7 @@ from huggingface_hub import try_to_load_from_cache
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
+from vlalign.data.sources import source_fingerprint
 from vlalign.logps import PairBatch, PairLogps, Scorer
 from vlalign.losses.dpo import sequence_logps
 from vlalign.methods.pairs import collate
@@ -52,7 +53,9 @@ def fingerprint(model: str | Path, data_path: Path, config: TrainConfig, *, revi
       key; an ordinary overwrite (``save_pretrained`` over the same directory) changes the mtime.
     - The config, processor, tokenizer and chat-template files, read whole (they are small).
     - The records file's content hash (records files are small; a rewrite with the same bytes
-      keeps its table, any edit gets a new one). The images the records name are not read.
+      keeps its table, any edit gets a new one); for a table source (Parquet, a saved dataset) its
+      files' names, sizes and mtimes (:func:`vlalign.data.sources.source_fingerprint`). The images
+      the records name are not read.
     - What changes the values in collation and the forward: batch size (padding), mixed
       precision, the dtype the weights are loaded in, and ``max_pixels`` (the images' bound)
       and, under ``on_bad: skip``, ``max_length`` (which records are kept) when they are set.
@@ -69,7 +72,7 @@ def fingerprint(model: str | Path, data_path: Path, config: TrainConfig, *, revi
         ident = f"hub:{model}@{files.name if files else revision}"
     parts = [ident, f"version={version.__version__}", f"batch={config.batch_size}",
              f"precision={config.mixed_precision}", f"weights={weights_dtype(config)}",
-             f"records={hashlib.sha256(Path(data_path).read_bytes()).hexdigest()}"]
+             f"records={source_fingerprint(data_path)}"]
     if config.max_pixels:  # bounded images score differently (absent when unset: older keys stay valid)
         parts.append(f"max_pixels={config.max_pixels}")
     if config.max_length and config.on_bad == "skip":  # which records are kept, so which row is which

@@ -1,6 +1,6 @@
 """``vlalign demo``: its arguments, and progress bars for stages that may run side by side.
 
-Kept apart from :mod:`vlalign.cli` only for length; the work is :func:`vlalign.demo.run_demo`'s.
+The work is :func:`vlalign.demo.run_demo`'s.
 """
 
 from __future__ import annotations
@@ -10,16 +10,9 @@ import os
 import re
 import sys
 
+from vlalign.cli.common import quiet_transformers
+
 DEFAULT_RUN = "runs/demo"
-
-
-def quiet_transformers() -> None:
-    """Saving and loading print their own shard bars; vlalign draws one bar per stage instead."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -73,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_demo_parser(sub) -> None:
+def add_parser(sub) -> None:
     """The ``demo`` subcommand, on the ``vlalign`` parser's subparsers."""
     demo = sub.add_parser("demo", help="world, base model, every method, CHAIR and POPE, a report; reuses what exists")
     demo.add_argument("--out", default=DEFAULT_RUN, help="run directory (default: runs/demo)")
