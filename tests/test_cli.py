@@ -379,7 +379,7 @@ def test_inspect_rewards_writes_page_pictures_and_scores(tmp_path, tiny_world, t
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--batch-size", "0"], "inspect rewards: batch_size must be at least 1"),
+    (["--batch-size", "0"], "--batch-size: batch_size must be at least 1"),
     (["--vocab", "missing-synonyms.txt"], "missing-synonyms.txt: COCO synonyms file not found"),
 ])
 def test_inspect_rewards_bad_input_is_one_line(tmp_path, tiny_world, tiny_base, capsys, extra, message):
@@ -439,3 +439,25 @@ def test_train_fisao_mistakes_are_one_line(tmp_path, tiny_world, tiny_base, caps
     assert main(["train", "--method", "dpo", "--model", str(tiny_base / "llava"), "--out", str(tmp_path / "run"),
                  "--data", "x.jsonl", "--verifier", "v"]) == 2
     assert "--verifier belong to --method fisao or fisao-dpo" in capsys.readouterr().err
+
+
+def test_every_command_vlalign_help_lists_parses(capsys):
+    """``vlalign --help`` and each group's help list only commands that exist (``data validate`` does)."""
+    import argparse
+
+    from vlalign.cli import build_parser
+
+    def commands(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield [*path, name]
+                    yield from commands(child, [*path, name])
+
+    listed = list(commands(build_parser(), []))
+    assert ["data", "validate"] in listed and ["data", "convert"] in listed
+    for command in listed:
+        with pytest.raises(SystemExit) as done:
+            main([*command, "--help"])
+        assert done.value.code == 0, command
+        assert capsys.readouterr().out.startswith(f"usage: vlalign {' '.join(command)}"), command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -66,3 +67,37 @@ def test_float_fields_take_exponents_without_a_dot():
     assert load_config(TrainConfig, None, ["lr=5e-5", "beta=1"]).lr == 5e-5
     with pytest.raises(UserError, match="field lr must be float, got 'fast'"):
         load_config(TrainConfig, None, ["lr=fast"])
+
+
+def test_errors_name_where_the_value_came_from(tmp_path):
+    """The override (``--set KEY=VALUE``), the flag (``--key``) or the file: never a bare ``defaults:``."""
+    from vlalign.train.config import TrainConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: true\n")
+    with pytest.raises(UserError, match=f"^{path}: field steps must be int"):
+        load_config(Outer, path)
+    path.write_text("steps: 3\ninner:\n  width: 2\n")
+    for overrides, message in ((["steps=true"], "--set steps=true: field steps must be int"),
+                               (["stpes=3"], "--set stpes=3: unknown field stpes"),
+                               (["inner=3"], "--set inner=3: inner must be a mapping"),
+                               (["inner.ratio=x"], "--set inner.ratio=x: field inner.ratio must be float")):
+        with pytest.raises(UserError, match="^" + re.escape(message)):
+            load_config(Outer, path, overrides)
+    with pytest.raises(UserError, match="^--steps: field steps must be int"):
+        load_config(Outer, None, values={"steps": "many"}, label="cmd")
+    with pytest.raises(UserError, match=r"^--set lr=-1: beta and lr must be positive"):
+        load_config(TrainConfig, None, ["lr=-1"], label="train")
+    path.write_text("lr: -1\n")
+    with pytest.raises(UserError, match=f"^{path}: beta and lr must be positive"):
+        load_config(TrainConfig, path, ["seed=3"], label="train")
+    with pytest.raises(UserError, match="^" + re.escape(f"{path}, --set beta=0.2: beta and lr must be positive")):
+        load_config(TrainConfig, path, ["beta=0.2"], label="train")  # a cross-field check names both
+
+
+def test_the_train_command_names_the_set_override(tmp_path, capsys):
+    from vlalign.cli import main
+
+    assert main(["train", "--method", "dpo", "--model", "m", "--data", "d.jsonl", "--out", str(tmp_path / "run"),
+                 "--set", "lr=fast"]) == 2
+    assert capsys.readouterr().err.strip() == "vlalign: error: --set lr=fast: field lr must be float, got 'fast'"

@@ -172,7 +172,7 @@ def test_cli_train_loads_a_recipe_by_name(capsys, tmp_path, monkeypatch):
     # The override makes the recipe invalid: the error names the shipped file the name resolved to.
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--config", "world/dpo", "--set", "lr=-1", "--model", "m", "--data", "d", "--out", "o"]) == 2
-    assert f"{ROOT / 'train' / 'world' / 'dpo.yaml'}: beta and lr must be positive" in capsys.readouterr().err
+    assert f"{ROOT / 'train' / 'world' / 'dpo.yaml'}, --set lr=-1: beta and lr must be positive" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method", [*DEMO_METHODS, "fisao-dpo"])

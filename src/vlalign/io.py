@@ -83,32 +83,61 @@ def read_json(path: str | Path, what: str = "") -> Any:
     """One JSON document; a missing file or bad JSON is a UserError naming the file (and ``what`` it is)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
+        data = path.read_bytes()
+        return json.loads(data.decode("utf-8-sig"))
     except FileNotFoundError:
         raise UserError(f"{path}: no such file" + (f" ({what})" if what else "")) from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
     except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text ({err.reason})") from None
+        raise _not_utf8(path, data[: err.start].count(b"\n") + 1, err) from None
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 text file; a UserError names the file if it cannot be read.
+    """The lines of a UTF-8 text file; a UserError names the file (and, for bytes that are not UTF-8,
+    the line) if it cannot be read.
 
     Splits on "\n" only: ``str.splitlines`` also splits on U+2028 and friends, which JSON
     (and ``json.dumps(..., ensure_ascii=False)``) leaves unescaped inside strings. A byte-order
     mark and Windows line ends are tolerated.
     """
     path = Path(path)
+    with _reading(path):
+        data = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, data[: err.start].count(b"\n") + 1, err) from None
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def iter_lines(path: str | Path) -> Iterator[str]:
+    """The lines :func:`read_lines` gives (its split, its messages), one at a time, so that a large
+    file is never held whole (a last line ending in "\n" is not followed by an empty one)."""
+    path = Path(path)
+    with _reading(path), path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise _not_utf8(path, number, err) from None
+            yield line.removesuffix("\n").removesuffix("\r")
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    try:
+        yield
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text ({err.reason})") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a file") from None
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror})") from None
-    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _not_utf8(path: Path, line: int, err: UnicodeDecodeError) -> UserError:
+    return UserError(f"{path}: line {line}: not UTF-8 text ({err.reason})")
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -143,6 +172,17 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     return count
 
 
+def cut_torn_line(path: str | Path) -> bytes:
+    """Cut an append-only log's last line if a kill left it unterminated (it is redone); returns the
+    complete lines' bytes."""
+    data = Path(path).read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with Path(path).open("r+b") as f:
+            f.truncate(len(complete))
+    return complete
+
+
 class JsonlAppender:
     """A JSON Lines output that survives being killed: one complete line per ``write``.
 
@@ -156,11 +196,7 @@ class JsonlAppender:
         self.key = key
         self.done: set[str] = set()
         if self.path.exists():
-            data = self.path.read_bytes()
-            complete = data[: data.rfind(b"\n") + 1]
-            if len(complete) != len(data):  # a line cut short by a kill: drop it, it is redone
-                with self.path.open("r+b") as f:
-                    f.truncate(len(complete))
+            complete = cut_torn_line(self.path)
             # split on "\n" only: text written with ensure_ascii=False may hold U+2028 and friends
             for lineno, line in enumerate(complete.decode("utf-8", errors="replace").split("\n"), start=1):
                 if not line.strip():

@@ -296,7 +296,7 @@ def test_file_level_errors(folder):
         read_records(folder / "missing.jsonl")
     latin = folder / "latin.jsonl"
     latin.write_bytes(json.dumps(native()).replace("red", "r\xe9d").encode("latin-1") + b"\n")
-    with pytest.raises(UserError, match=f"^{latin}: not UTF-8 text"):
+    with pytest.raises(UserError, match=f"^{latin}: line 1: not UTF-8 text"):
         read_records(latin)
     with pytest.raises(UserError, match="neither a saved dataset .* nor a directory of Parquet files"):
         read_records(folder)  # a directory is a table source

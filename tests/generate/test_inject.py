@@ -201,3 +201,36 @@ def test_a_coco_directory_gives_its_captions_as_answers(tmp_path, tiny_world, mo
     assert {r["prompt"] for r in records} == {"Describe this image."}
     assert {r["chosen"] for r in records} <= {c["caption"] for c in captions}
     assert all((out.parent / r["image"]).is_file() for r in records)
+
+
+def test_openai_backend_whose_every_request_failed_exits_1_with_the_count(tmp_path, tiny_world, capsys):
+    from fake_openai import FakeServer
+
+    server = FakeServer(default=lambda body: ("status", 401, {}, {"error": {"message": "Incorrect API key"}}))
+    out = tmp_path / "p.jsonl"
+    try:
+        code = main(["generate", "inject", "--data", str(tiny_world), "--out", str(out), "--backend", "openai",
+                     "--base-url", server.url, "--api-model", "m", "--limit", "3", "--max-retries", "1"])
+    finally:
+        server.close()
+    err = capsys.readouterr().err
+    assert code == 1 and server.requests == 3
+    assert "vlalign: error: all 3 requests failed (first: HTTP 401" in err
+    assert f"each failure is listed in {out}.report.json" in err
+    assert json.loads((tmp_path / "p.jsonl.report.json").read_text())["counts"]["failed"] == 3
+
+
+def test_empty_input_is_refused_and_a_run_that_wrote_nothing_says_so(tmp_path, tiny_world, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    out = tmp_path / "p.jsonl"
+    args = ["generate", "inject", "--data", str(tiny_world), "--out", str(out), "--conversations"]
+    assert main([*args, str(empty)]) == 2
+    assert f"{empty}: no answers to make preference records from; nothing written" in capsys.readouterr().err
+    assert not out.exists()
+    conv, _ = _conversations(tmp_path, tiny_world, "No.")
+    conv.write_text(conv.read_text().splitlines()[1] + "\n")  # one row whose answers no count edit applies to
+    assert main([*args, str(conv), "--kinds", "count"]) == 1
+    n = json.loads((tmp_path / "p.jsonl.report.json").read_text())["counts"]["no_edit"]
+    assert n > 0 and f"vlalign: error: nothing written to {out} (0 bad inputs, {n} answers no rule could edit)" in \
+        capsys.readouterr().err

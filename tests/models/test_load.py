@@ -378,6 +378,122 @@ def test_hub_id_is_passed_through(monkeypatch: pytest.MonkeyPatch) -> None:
             raise Offline
 
     monkeypatch.setattr(load_mod, "AutoConfig", FakeConfig)
+    monkeypatch.setattr(load_mod, "_offline", lambda: False, raising=False)  # whatever this machine's HF_HUB_OFFLINE
     with pytest.raises(Offline):
         load_vlm("llava-hf/llava-1.5-7b-hf")
     assert seen == [("llava-hf/llava-1.5-7b-hf", {"trust_remote_code": False})]
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every HTTP request the hub client (httpx2) or transformers would send, refused and recorded."""
+    import httpx2
+
+    sent: list[str] = []
+
+    def refuse(self, request, *args, **kwargs):
+        sent.append(str(request.url))
+        raise httpx2.ConnectError("the test allows no network", request=request)
+
+    monkeypatch.setattr(httpx2.Client, "send", refuse)
+    monkeypatch.setattr(httpx2.AsyncClient, "send", refuse)
+    return sent
+
+
+@pytest.mark.parametrize("name", ["models/nope", "./models/nope", "../nope/model", "/no/such/models/x"])
+def test_a_path_that_looks_local_is_missing_at_once(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: list[str]
+) -> None:
+    """``models/nope`` has a hub id's form, but ``models/`` exists: no hub lookup, one line."""
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(load_mod, "_offline", lambda: False, raising=False)
+    with pytest.raises(UserError, match="does not exist") as err:
+        load_vlm(name)
+    assert repr(name) in str(err.value) and "\n" not in str(err.value)
+    assert no_network == []
+
+
+def test_offline_a_hub_id_not_in_the_cache_is_missing_at_once(
+    monkeypatch: pytest.MonkeyPatch, no_network: list[str]
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"'nobody-vlalign/no-such-vlm' is not in the hub cache \(HF_HUB_OFFLINE"):
+        load_vlm("nobody-vlalign/no-such-vlm")
+    assert no_network == []
+
+
+def test_a_hub_id_the_hub_refuses_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Unreachable:
+        @staticmethod
+        def from_pretrained(name, **kwargs):
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection")
+
+    monkeypatch.setattr(load_mod, "AutoConfig", Unreachable)
+    monkeypatch.setattr(load_mod, "_offline", lambda: False, raising=False)
+    with pytest.raises(UserError, match=r"model 'owner/vlm': cannot load its config \(We couldn't connect") as err:
+        load_vlm("owner/vlm")
+    assert "\n" not in str(err.value)
+
+
+def fake_run(root: Path, model: Path | None, adapter: bool = False) -> Path:
+    """A directory laid out as ``vlalign train`` leaves one: config.json of a TrainConfig, model/."""
+    import json
+
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps({"method": "dpo", "model": "base", "data": "p.jsonl", "lr": 1e-5}))
+    if adapter:
+        (root / "model").mkdir()
+        (root / "model" / "adapter_config.json").write_text("{}")
+    elif model is not None:
+        shutil.copytree(model, root / "model")
+    return root
+
+
+def test_a_run_directory_names_its_model(llava_dir: tuple[Path, dict[str, torch.Tensor], int], tmp_path: Path) -> None:
+    done = fake_run(tmp_path / "done", llava_dir[0])
+    with pytest.raises(UserError, match=rf"is a vlalign run directory, not a model: its trained model is {done}/model$"):
+        load_vlm(done)
+    lora = fake_run(tmp_path / "lora", None, adapter=True)
+    with pytest.raises(UserError, match=r"the LoRA adapter .*lora/model \(merge it with vlalign merge"):
+        load_vlm(lora)
+    with pytest.raises(UserError, match="holds a LoRA adapter, not a whole model"):
+        load_vlm(lora / "model")
+    unfinished = fake_run(tmp_path / "unfinished", None)
+    with pytest.raises(UserError, match=rf"without a model/ yet .*vlalign train --resume --out {unfinished}\)"):
+        load_vlm(unfinished)
+
+
+def test_torn_weights_and_config_are_one_line(
+    llava_dir: tuple[Path, dict[str, torch.Tensor], int], tmp_path: Path
+) -> None:
+    torn = copy_without(llava_dir[0], tmp_path / "torn", "model.safetensors")
+    (torn / "model.safetensors").write_bytes((llava_dir[0] / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(UserError, match=r"'.*torn': cannot load its weights \(") as err:
+        load_vlm(torn)
+    assert "\n" not in str(err.value)
+    bad_config = copy_without(llava_dir[0], tmp_path / "bad_config")
+    (bad_config / "config.json").write_text('{"model_type": "llava", ')
+    with pytest.raises(UserError, match=r"config\.json: not a readable JSON config") as err:
+        load_vlm(bad_config)
+    assert "\n" not in str(err.value)
+
+
+def test_train_on_a_missing_local_path_or_a_run_directory_exits_2_in_one_line(
+    tiny_base: Path, tiny_prefs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from vlalign.cli import main
+
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(load_mod, "_offline", lambda: False, raising=False)
+    run = fake_run(tmp_path / "runs_dpo", tiny_base / "llava")
+    for model, message in (("models/nope", "model path 'models/nope' does not exist (models/ is a local directory"),
+                           (str(run), f"is a vlalign run directory, not a model: its trained model is {run}/model")):
+        args = ["train", "--method", "dpo", "--model", model, "--data", str(tiny_prefs), "--out", str(tmp_path / "out")]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "out").exists()
+    assert no_network == []

@@ -131,7 +131,7 @@ def test_on_bad_skip_drops_and_counts_the_long_records(tmp_path, tiny_base, tiny
 
 def test_on_bad_skip_refuses_when_nothing_is_left(tmp_path, tiny_base, tiny_prefs, lengths):
     shortest = min(max(c, r) for _, c, r in lengths)
-    with pytest.raises(UserError, match=f"all {len(lengths)} records are longer than max_length"):
+    with pytest.raises(UserError, match=f"all {len(lengths)} records have problems \\({len(lengths)} too long\\)"):
         train(_config(tiny_base / "llava", tiny_prefs, tmp_path / "run", max_length=shortest - 1, on_bad="skip"))
 
 
@@ -167,6 +167,6 @@ def test_the_cli_prints_the_skipped_count_and_the_refusal(tmp_path, tiny_base, t
             "--set", "max_steps=1", "--set", "batch_size=2", "--set", f"max_length={longest - 1}"]
     assert main([*args, "--out", str(tmp_path / "refused")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "over max_length" in err and "--set on_bad=skip" in err
+    assert err.count("\n") == long + 1 and "over max_length" in err and "--set on_bad=skip" in err  # a line a record
     assert main([*args, "--out", str(tmp_path / "run"), "--set", "on_bad=skip"]) == 0
     assert f"on {len(lengths) - long} pairs ({long} skipped: longer than max_length)" in capsys.readouterr().out

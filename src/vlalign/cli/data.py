@@ -17,6 +17,39 @@ def _print_bad(bad, prefix: str = "") -> None:
         print(f"vlalign: {prefix}{problem}", file=sys.stderr)
 
 
+def raise_bad(bad, summary: str) -> None:
+    """Every problem in ``bad`` on its own line, then ``summary`` as the UserError (exit 2)."""
+    _print_bad(bad)
+    raise UserError(summary)
+
+
+class preflight_progress:  # noqa: N801 - used as a function: the preflight's progress callback
+    """Draws the preflight's progress (records checked, per input) on stderr and prints its summary line when it
+    ends; silent when ``show`` is false (a launcher's other processes)."""
+
+    def __init__(self, show: bool = True):
+        self.show, self.bar = show, None
+
+    def __call__(self, found, label: str) -> None:
+        if not self.show:
+            return
+        if not label:  # every input done
+            self.close()
+            print(found.summary())
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(desc="preflight", unit="record", dynamic_ncols=True, leave=False, delay=1)
+        self.bar.set_postfix_str(str(label), refresh=False)
+        self.bar.update(found.records - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _skipped(skipped) -> str:
     return "".join(f", {n} without a pair ({why})" for why, n in sorted(skipped.items()))
 
@@ -31,9 +64,8 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
                                image_root=args.image_root, images_dir=args.images_dir,
                                check_images=not args.no_check_images, on_bad=args.on_bad, overwrite=args.overwrite)
     except BadRecordsError as err:
-        _print_bad(err.bad)
-        raise UserError(f"{len(err.bad)} bad record(s) in {args.src}; nothing written "
-                        "(--on-bad skip writes the good ones and reports the rest)") from None
+        raise_bad(err.bad, f"{len(err.bad)} bad record(s) in {args.src}; nothing written "
+                  "(--on-bad skip writes the good ones and reports the rest)")
     report = Path(f"{args.dst}.report.json")
     write_json(report, found.to_json(), indent=1)
     _print_bad(found.bad, "skipped ")
@@ -44,9 +76,33 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight(args: argparse.Namespace) -> int:
+    """``data validate --model``: the preflight of ``vlalign train`` alone, on one source."""
+    from vlalign.data.preflight import check_pairs, model_limits
+    from vlalign.io import write_json
+
+    limits = model_limits(args.model, max_length=args.max_length, max_pixels=args.max_pixels,
+                          trust_remote_code=args.trust_remote_code)
+    progress = preflight_progress()
+    found = check_pairs(args.src, limits, image_root=args.image_root, fmt=args.input_format, split=args.split,
+                        on_progress=progress)
+    progress(found, "")
+    if args.report:
+        write_json(args.report, found.to_json(), indent=1)
+    if found.problems:
+        raise_bad(found.problems, f"{args.src}: {len(found.problems)} record(s) would stop vlalign train on "
+                  f"{args.model}")
+    return 0
+
+
 def cmd_data_validate(args: argparse.Namespace) -> int:
     from vlalign.data.conversion import validate_source
     from vlalign.io import write_json
+
+    if args.model:
+        return _preflight(args)
+    if args.max_length or args.max_pixels:
+        raise UserError("data validate: --max-length and --max-pixels need --model (the lengths are the model's)")
 
     found = validate_source(args.src, fmt=args.input_format, split=args.split, image_root=args.image_root,
                             check_images=not args.no_check_images)
@@ -92,4 +148,9 @@ def add_parser(sub) -> None:
     val = data_sub.add_parser("validate", help="check every row of preference data; exit 2 when any is bad")
     _source_flags(val)
     val.add_argument("--report", help="also write the per-row report (counts, every bad row) to this JSON file")
+    val.add_argument("--model", help="also run vlalign train's preflight for this model (its processor and config "
+                     "only, no weights): every image decodes, every row fits its positions and --max-length")
+    val.add_argument("--max-length", type=int, default=0, help="with --model: train's max_length (0: no limit)")
+    val.add_argument("--max-pixels", type=int, default=0, help="with --model: train's max_pixels (0: no bound)")
+    val.add_argument("--trust-remote-code", action="store_true", help="with --model: allow its own Python code")
     val.set_defaults(func=cmd_data_validate)

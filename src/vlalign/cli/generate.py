@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vlalign.cli.common import CountBar, add_config_flags, quiet_transformers, settings
 from vlalign.errors import UserError
@@ -35,6 +36,25 @@ def cmd_generate_inject(args: argparse.Namespace) -> int:
           f"({counts['already_done']} already there, {counts['bad']} bad inputs skipped, "
           f"{counts['no_edit']} answers no rule could edit, {counts['failed']} failed requests); "
           f"report: {report_path(args.out)}")
+    return _inject_outcome(counts, args.out)
+
+
+def _inject_outcome(counts: dict, out: str) -> int:
+    """Exit 1, saying why, when every request failed or the run left ``out`` without a record; else 0."""
+    from vlalign.generate.inject import report_path
+
+    sent = counts["written"] + counts["failed"]  # what the openai backend asked; the rules backend fails none
+    if counts["failed"] and counts["failed"] == sent:
+        print(f"vlalign: error: all {sent} requests failed (first: {counts['first_failure']}); no edited answer "
+              f"written; each failure is listed in {report_path(out)}", file=sys.stderr)
+        return 1
+    if not counts["written"] and not counts["questions"]:
+        if counts["already_done"]:
+            print(f"nothing new to write: {counts['already_done']} records already in {out}")
+            return 0
+        print(f"vlalign: error: nothing written to {out} ({counts['bad']} bad inputs, {counts['no_edit']} answers "
+              f"no rule could edit); see {report_path(out)}", file=sys.stderr)
+        return 1
     return 0
 
 

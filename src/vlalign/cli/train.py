@@ -6,6 +6,7 @@ import argparse
 import os
 
 from vlalign.cli.common import quiet_transformers, settings
+from vlalign.cli.data import preflight_progress, raise_bad
 from vlalign.errors import UserError
 
 
@@ -16,6 +17,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vlalign.processes import end_with_launcher
     from vlalign.train.config import TrainConfig
     from vlalign.train.loop import train
+    from vlalign.train.preflight import PreflightFailed
 
     if args.data and args.prompts:
         raise UserError("train: give --data (preference records) or --prompts (fisao, fisao-dpo), not both")
@@ -38,11 +40,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.set_postfix({"loss": f"{metrics['loss']:.3f}", **{k: f"{metrics[v]:.3f}" for k, v in shown.items()},
                          "tok/s": f"{metrics['tokens_per_s']:.0f}"}, refresh=False)
 
-    summary = train(config, resume=args.resume, on_step=on_step)
+    checking = preflight_progress(main)
+    try:
+        summary = train(config, resume=args.resume, on_step=on_step, on_preflight=checking, force=args.force)
+    except PreflightFailed as err:
+        checking.close()
+        raise_bad(err.bad, err.summary)
+    except UserError:  # a divergence guard, a refused resume: the message on a line of its own, after the bar
+        if bar is not None:
+            bar.close()
+        raise
     if bar is not None:
         bar.close()
     if not main:
         return 0
+    checking.close()
+    if summary.get("preflight_left_out"):
+        print(f"preflight: {summary['preflight_left_out']} record(s) left out (on_bad: skip), listed in "
+              f"{config.out}/preflight.json")
     what = "pairs" if method.reads_pairs else "prompts"
     print(f"{config.method}: {summary['steps']} steps on {summary['records']} {what}"
           + (f" ({summary['skipped_too_long']} skipped: longer than max_length)" if "skipped_too_long" in summary else "")
@@ -111,6 +126,8 @@ def add_parser(sub) -> None:
     tr.add_argument("--eval-data", help="eval_data: held-out preference records, scored every eval_every steps and at the end")
     tr.add_argument("--image-root", help="image_root: directory image paths are relative to (default: each file's)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    tr.add_argument("--force", action="store_true", help="with --resume: accept settings or data that differ from "
+                    "the run's config.json (recorded there and in metrics.jsonl)")
     tr.add_argument("--trust-remote-code", action="store_true", default=None,
                     help="trust_remote_code: allow a checkpoint's own Python code")
     tr.set_defaults(func=cmd_train)

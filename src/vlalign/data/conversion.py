@@ -2,6 +2,9 @@
 POVID's) with embedded images written out as files, or to a Parquet dataset with images embedded; and a
 per-row report. Both stream: one record batch of the source at a time.
 
+Every row is checked as :func:`vlalign.data.sources.scan` checks it, and every image is then opened
+and decoded whole (not only its header): a truncated file or a text file named ``.png`` is a bad row.
+
 Outputs never look complete before they are: the JSON Lines file and the images directory are
 written under temporary names, the directory renamed into place first and the file last, and on
 any bad row (``on_bad="error"``), any record the output format cannot hold, an empty result or
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from vlalign.data.preflight import decode_problem
 from vlalign.data.records import FORMATS, OUTPUTS, BadRecord, BadRecordsError, PreferenceRecord, to_row, unwritable
 from vlalign.data.sources import VLALIGN_MARKER, Row, Source, open_source, scan
 from vlalign.data.tables import TableImage, image_format
@@ -85,6 +89,41 @@ class Conversion(Validation):
                 "images_dir": self.images_dir}
 
 
+def _decoded(source: Source, rows: Iterator[Row]) -> Iterator[Row]:
+    """``rows`` with every good row's images opened and decoded whole (a truncated PNG, a text file named
+    ``.png``): a row with one that does not decode becomes a bad row naming it. Each file is decoded once."""
+    outcome: dict[Path, str | None] = {}
+    for row in rows:
+        why = None
+        for record in row.records:
+            for image in record.images + record.rejected_images:
+                if isinstance(image, TableImage):
+                    assert row.image_bytes is not None  # a table source's rows carry their batch's bytes
+                    why = decode_problem(row.image_bytes(image))[1]
+                    shown = f"field {image.column}"
+                else:
+                    where = source.resolve(image)
+                    if where not in outcome:
+                        outcome[where] = decode_problem(where)[1]
+                    why, shown = outcome[where], f"image {where}"
+                if why:
+                    break
+            if why:
+                break
+        if why:
+            yield Row(row.where, row.number, bad=BadRecord(row.where, row.number, f"{shown} does not decode ({why})",
+                                                           source.unit))
+        else:
+            yield row
+
+
+def _rows(source: Source, fmt: str, check_images: bool) -> Iterator[Row]:
+    """Every row of ``source`` checked by :func:`~vlalign.data.sources.scan` and, with ``check_images``, its
+    images decoded (:func:`_decoded`)."""
+    rows = scan(source, fmt, check_images)
+    return _decoded(source, rows) if check_images else rows
+
+
 def _refuse_empty(found: Validation) -> None:
     if found.rows == 0:
         raise UserError(f"{found.label}: no rows (an empty source is refused)")
@@ -92,10 +131,11 @@ def _refuse_empty(found: Validation) -> None:
 
 def validate_source(src: str | Path, *, fmt: str = "auto", split: str = "train", image_root: str | Path | None = None,
                     check_images: bool = True) -> Validation:
-    """Every row of ``src`` checked (:func:`vlalign.data.sources.scan`), counted and, when bad, listed."""
+    """Every row of ``src`` checked (:func:`vlalign.data.sources.scan`, its images decoded), counted and, when
+    bad, listed."""
     source = open_source(src, split, image_root)
     found = Validation(source.label)
-    for row in scan(source, fmt, check_images):
+    for row in _rows(source, fmt, check_images):
         found.add(row)
     _refuse_empty(found)
     return found
@@ -189,7 +229,7 @@ def convert_source(src: str | Path, dst: str | Path, *, fmt: str = "auto", to: s
         raise UserError(f"unknown on_bad {on_bad!r} (choose from error, skip)")
     source = open_source(src, split, image_root)
     found = Conversion(source.label, output=str(dst))
-    good = _good_records(source, scan(source, fmt, check_images), found, to)
+    good = _good_records(source, _rows(source, fmt, check_images), found, to)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:

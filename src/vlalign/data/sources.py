@@ -29,6 +29,7 @@ from vlalign.data.records import BadRecord, BadRecordsError, PreferenceRecord, r
 from vlalign.data.schemas import READ_FORMATS, read_row
 from vlalign.data.tables import ImageStore, Table, TableImage, image_format, is_table, open_table
 from vlalign.errors import UserError
+from vlalign.io import iter_lines
 
 __all__ = ["READ_FORMATS", "VLALIGN_MARKER", "Loaded", "Row", "Source", "open_source", "read_records", "read_source", "scan",
            "source_fingerprint"]
@@ -97,19 +98,9 @@ class Source:
 
 
 def _lines(path: Path) -> Iterator[str]:
-    """The lines of a UTF-8 text file one at a time, as :func:`vlalign.io.read_lines` gives them all
-    (split on "\n" only, a byte-order mark and Windows line ends tolerated, the same messages), so
-    that a large file is never held whole."""
-    try:
-        with path.open(encoding="utf-8-sig", newline="\n") as f:
-            for line in f:
-                yield line.removesuffix("\n").removesuffix("\r")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text ({err.reason})") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    """The lines of a UTF-8 text file one at a time (:func:`vlalign.io.iter_lines`: a large file is never
+    held whole; bytes that are not UTF-8 name their line)."""
+    return iter_lines(path)
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[Path, str, int, dict[str, Any] | BadRow, None]]:

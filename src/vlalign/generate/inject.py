@@ -89,20 +89,28 @@ def record(item: Item, rejected: str, source: str, out_dir: Path, meta: dict[str
 
 def run_inject(data_dir: str | Path, out: str | Path, config: InjectConfig, conversations: str | Path | None = None,
                openai_config: Any = None, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Write preference records for every item of ``data_dir``'s split to ``out``; returns the counts.
+    """Write preference records for every item of ``data_dir``'s split to ``out``; returns the counts
+    (``first_failure``: the first failed request's reason, or None).
 
     The sidecar report (:func:`report_path`) holds the same counts and every skipped id with why.
+
+    Raises:
+        UserError: the input has no answers at all (an empty conversations file), before anything is written.
     """
     config.validate()
     data = open_data(data_dir, config.split)
     bad_lines: list[dict[str, str]] | None = [] if config.on_bad == "skip" else None
     todo = list(items(data, conversations, bad_lines))
+    if not todo:
+        source = conversations or f"{data_dir} ({config.split} split)"
+        bad = f" ({len(bad_lines)} bad lines skipped)" if bad_lines else ""
+        raise UserError(f"{source}: no answers to make preference records from{bad}; nothing written")
     if config.limit:
         todo = todo[: config.limit]
     out = Path(out)
     skipped = list(bad_lines or [])
     counts = {"items": len(todo), "written": 0, "already_done": 0, "bad": len(skipped), "no_edit": 0, "failed": 0,
-              "questions": 0}
+              "questions": 0, "first_failure": None}
     with JsonlAppender(out) as writer:
         pending = usable(todo, writer.done, config.on_bad, counts, skipped)
         done = len(todo) - len(pending)
@@ -132,6 +140,7 @@ def run_inject(data_dir: str | Path, out: str | Path, config: InjectConfig, conv
             def on_result(result) -> None:
                 if result.error is not None:
                     counts["failed"] += 1
+                    counts["first_failure"] = counts["first_failure"] or result.error
                     skipped.append({"id": result.id, "where": by_id[result.id].where, "reason": result.error})
                 else:
                     writer.write(record(by_id[result.id], result.rejected, "inject:openai", out.parent, {}))

@@ -84,6 +84,7 @@ class Setup:
     resume: bool = False
     processes: Processes = ALONE
     loads_whole: Callable[[], Any] = contextlib.nullcontext
+    exclude: frozenset[str] = frozenset()  # ids of the data the preflight left out (on_bad: skip)
 
 
 class Method:

@@ -279,7 +279,8 @@ class FiSAO(Method):
     def __init__(self, setup):
         super().__init__(setup)
         config = self.config
-        self.prompts = load_prompts(setup.data, config.fisao.prompts_split, config.fisao.prompt, setup.image_root)
+        self.prompts = [p for p in load_prompts(setup.data, config.fisao.prompts_split, config.fisao.prompt,
+                                                setup.image_root) if p.id not in setup.exclude]
         with setup.loads_whole():  # the verifier is this method's own: never sharded
             self.verifier, self.calibration, vocab = fisao_setup(None, setup.data, config, setup.out, setup.device,
                                                                  setup.resume, setup.processes)

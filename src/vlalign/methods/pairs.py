@@ -10,6 +10,7 @@ import torch
 
 from vlalign.data.corrupt import corrupt_pixels
 from vlalign.data.pairs import Pairs, load_pairs
+from vlalign.data.preflight import leave_out
 from vlalign.errors import UserError
 from vlalign.logps import PairBatch, collate_pairs
 from vlalign.methods.base import Method, StepOutput
@@ -79,7 +80,7 @@ class PairMethod(Method):
     def __init__(self, setup):
         super().__init__(setup)
         config = self.config
-        self._pairs = load_pairs(setup.data, setup.image_root, config.max_pixels)
+        self._pairs = leave_out(load_pairs(setup.data, setup.image_root, config.max_pixels), setup.exclude)
         self.skipped_too_long = 0
         if config.max_length:
             self._pairs, self.skipped_too_long = within_max_length(self._pairs, setup.processor, setup.adapter,

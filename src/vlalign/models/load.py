@@ -6,8 +6,11 @@ the project's tiny synthetic-world LLaVA are all handled the same way: the model
 ``AutoProcessor``, and ``family`` is the config's ``model_type`` for the few places that
 must branch on the architecture. Remote code is never trusted unless the caller asks.
 
-Mistakes a user can make (a wrong path, a directory that is not a VLM checkpoint) raise
+Mistakes a user can make (a wrong path, a run directory or an adapter given for a model, a
+directory that is not a VLM checkpoint, files that do not load) raise
 :class:`~vlalign.errors.UserError` with one line naming the path; anything else propagates.
+:func:`resolve_model_path` decides, without the network, whether a name is a local directory or
+a hub id, so that a mistyped local path never waits on hub retries.
 So does a torchvision that is installed but does not import (a build for another torch):
 transformers then fails to import any image processor, whatever the family.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 
@@ -36,7 +40,8 @@ except Exception:  # a torchvision that does not import breaks transformers' ima
 from vlalign.errors import UserError
 from vlalign.models.adapters import check_family
 
-__all__ = ["LoadedVLM", "load_vlm", "image_token_id", "check_torchvision", "torchvision_import_error"]
+__all__ = ["LoadedVLM", "load_vlm", "resolve_model_path", "image_token_id", "check_torchvision",
+           "torchvision_import_error"]
 
 _DTYPES: dict[str, torch.dtype | str] = {
     "auto": "auto",
@@ -82,6 +87,82 @@ def check_checkpoint_files(path: Path) -> None:
         )
 
 
+def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
+    """What :func:`load_vlm` loads for a user's ``--model``: a local checkpoint directory, or a hub id.
+
+    Nothing here touches the network. A name that does not exist locally is taken for a hub id only
+    when it has the form ``owner/name``, does not look local (``./``, ``../``, ``~``, absolute, or an
+    ``owner`` that is an existing directory: ``models/nope`` where ``models/`` exists) and, when the
+    machine is offline (``HF_HUB_OFFLINE``), is in the hub cache; otherwise it is a missing path at once.
+
+    Raises:
+        UserError: one line naming the path: it does not exist, is a file, has no config.json, or is
+            a vlalign run directory or a LoRA adapter rather than a whole model (the line names what to
+            pass instead).
+    """
+    name = os.fspath(name_or_path)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"model path {str(path)!r} is not a directory")
+        _check_whole_model(path)
+        return str(path)
+    if not HUB_ID.match(name):
+        raise UserError(f"model path {name!r} does not exist (nor is it a hub id owner/name)")
+    owner = name.split("/", 1)[0]
+    if Path(owner).is_dir():
+        raise UserError(f"model path {name!r} does not exist ({owner}/ is a local directory, so it is not "
+                        "looked up as a hub id)")
+    if _offline() and not _in_hub_cache(name):
+        raise UserError(f"model path {name!r} does not exist, and the hub id {name!r} is not in the hub cache "
+                        "(HF_HUB_OFFLINE is set: nothing is downloaded)")
+    return name
+
+
+def _check_whole_model(path: Path) -> None:
+    """A run directory or an adapter given where a whole model is expected, named in one line."""
+    import json
+
+    config = path / "config.json"
+    if not config.is_file():
+        if (path / "adapter_config.json").is_file():
+            raise UserError(f"model directory {str(path)!r} holds a LoRA adapter, not a whole model: merge it "
+                            f"with its base first (vlalign merge --adapter {path} --out MERGED)")
+        raise UserError(f"model directory {str(path)!r} has no config.json")
+    try:
+        fields = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{config}: not a readable JSON config ({_first_line(err)})") from None
+    if not isinstance(fields, dict) or "model_type" in fields or not {"method", "model", "data"} <= fields.keys():
+        return
+    model = path / "model"
+    if (model / "adapter_config.json").is_file():
+        raise UserError(f"{str(path)!r} is a vlalign run directory, not a model: its trained model is the LoRA "
+                        f"adapter {model} (merge it with vlalign merge --adapter {model} --out MERGED)")
+    if (model / "config.json").is_file():
+        raise UserError(f"{str(path)!r} is a vlalign run directory, not a model: its trained model is {model}")
+    raise UserError(f"{str(path)!r} is a vlalign run directory without a model/ yet (the run has not finished: "
+                    f"continue it with vlalign train --resume --out {path})")
+
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as now set; huggingface_hub reads it once, at import."""
+    import huggingface_hub.constants
+
+    values = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return huggingface_hub.constants.HF_HUB_OFFLINE or any(v.upper() in ("1", "ON", "YES", "TRUE") for v in values)
+
+
+def _in_hub_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)  # a local lookup only
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def load_vlm(
     name_or_path: str | os.PathLike[str],
     *,
@@ -108,28 +189,26 @@ def load_vlm(
         A :class:`LoadedVLM` whose model is in eval mode.
 
     Raises:
-        UserError: the path does not exist, is not a VLM checkpoint, or lacks a processor; or
+        UserError: the path does not exist (:func:`resolve_model_path`: no hub lookup for a path
+            that looks local, or offline), is a run directory or an adapter, is not a VLM checkpoint,
+            lacks a processor, or its config, processor or weights do not load (one line each); or
             torchvision is installed but does not import (:func:`check_torchvision`).
     """
-    name = os.fspath(name_or_path)
-    path = Path(name).expanduser()
-    local = path.exists()
-    if local:
-        if not path.is_dir():
-            raise UserError(f"model path {str(path)!r} is not a directory")
-        if not (path / "config.json").is_file():
-            raise UserError(f"model directory {str(path)!r} has no config.json")
-        name = str(path)
-    elif not HUB_ID.match(name):
-        raise UserError(f"model path {name!r} does not exist (nor is it a hub id owner/name)")
+    name = resolve_model_path(name_or_path)
+    path = Path(name)
+    local = path.is_dir()
     torch_dtype = _resolve_dtype(dtype)
     check_torchvision()
 
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except OSError as err:  # a hub id the hub does not have or cannot be reached; an unreadable config.json
+        raise UserError(f"model {name!r}: cannot load its config ({_first_line(err)})") from None
     except (ValueError, KeyError) as err:
         if "recogni" not in str(err).lower():  # "does not recognize this architecture", "Unrecognized model"
-            raise
+            if not local:
+                raise
+            raise UserError(f"model directory {name!r}: config.json is not a model config ({_first_line(err)})") from None
         import transformers
 
         declared = _declared_model_type(path) if local else None
@@ -153,7 +232,10 @@ def load_vlm(
     if local:
         check_checkpoint_files(path)
     # The processor first: it is cheap, and a missing one should fail before the weights load.
-    processor = _load_processor(name, trust_remote_code)
+    try:
+        processor = _load_processor(name, trust_remote_code)
+    except OSError as err:  # an unreadable tokenizer or processor file, a failed download
+        raise UserError(f"model {name!r}: cannot load its processor ({_first_line(err)})") from None
     from transformers.processing_utils import ProcessorMixin
 
     if not isinstance(processor, ProcessorMixin):
@@ -172,7 +254,10 @@ def load_vlm(
         kwargs["attn_implementation"] = attn_implementation
     if device is not None:
         kwargs["device_map"] = torch.device(device)
-    model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+    except (OSError, SafetensorError) as err:  # torn or unreadable weights, a failed download
+        raise UserError(f"model {name!r}: cannot load its weights ({_first_line(err)})") from None
     model.eval()
     return LoadedVLM(model=model, processor=processor, family=config.model_type)
 
@@ -212,9 +297,8 @@ def check_torchvision() -> None:
     broken = torchvision_import_error()
     if broken is None:
         return
-    why = (str(broken).strip().splitlines() or [""])[0]
     raise UserError(
-        f"torchvision is installed but does not import: {type(broken).__name__}: {why}; "
+        f"torchvision is installed but does not import: {type(broken).__name__}: {_first_line(broken)}; "
         "uninstall it (pip uninstall torchvision) or install the torchvision release built for "
         f"torch {torch.__version__} (torch and torchvision are released in pairs, e.g. "
         "torch==2.14.1 with torchvision==0.29.1)"

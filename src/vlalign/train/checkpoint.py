@@ -10,8 +10,11 @@ and renamed: a run killed while saving leaves the previous checkpoint as the lat
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -58,3 +61,50 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> int:
     state = json.loads((path / "state.json").read_text())
     scheduler.load_state_dict(state["scheduler"])
     return int(state["step"])
+
+
+def checkpoints_from(out: Path, step: int) -> list[Path]:
+    """The checkpoints under ``out/checkpoints`` at ``step`` or later."""
+    return sorted(p for p in (Path(out) / "checkpoints").glob("step-*")
+                  if (m := _STEP.match(p.name)) and int(m.group(1)) >= step)
+
+
+def drop_checkpoints_from(out: Path, step: int) -> None:
+    """Remove the checkpoints at ``step`` or later: a diverged run's states, which ``--resume`` must not pick."""
+    for path in checkpoints_from(out, step):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# Not compared on resume: what is logged or kept (not the weights), the run directory itself (it may have
+# moved), and what train records.
+_NOT_COMPARED = frozenset({"save_every", "log_every", "eval_every", "out", "provenance"})
+
+
+def settings_changes(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> dict[str, list[Any]]:
+    """``{field: [saved value, value now]}`` for every setting that differs (dotted names for nested ones)."""
+    changed: dict[str, list[Any]] = {}
+    for key in sorted(set(saved) | set(now)):
+        if not prefix and key in _NOT_COMPARED:
+            continue
+        old, new = saved.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed.update(settings_changes(old, new, f"{prefix}{key}."))
+        elif _normal(old) != _normal(new):
+            changed[prefix + key] = [old, new]
+    return changed
+
+
+def _normal(value: Any) -> Any:
+    """Paths compared without ``./`` and doubled slashes; tuples as lists (JSON has no tuple)."""
+    if isinstance(value, str) and ("/" in value or value.startswith(".")):
+        return os.path.normpath(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def describe_changes(changed: dict[str, list[Any]]) -> str:
+    """``lr (0.0001 -> 0.001), data (a.jsonl -> b.jsonl)``: the changed fields, briefly."""
+    def short(value: Any) -> str:  # a string (a path) whole, a long list or section cut
+        text = json.dumps(value)
+        return text if isinstance(value, str) or len(text) <= 60 else text[:57] + "..."
+
+    return ", ".join(f"{name} ({short(old)} -> {short(new)})" for name, (old, new) in changed.items())

@@ -29,6 +29,14 @@ class LoraSettings:
 
 
 @dataclass
+class RunProvenance:
+    """What ``vlalign train`` records about a run in its ``config.json`` (ignored as an input)."""
+
+    data_fingerprint: dict[str, str] = field(default_factory=dict)  # data and eval_data: digest of their content
+    forced_resumes: list[dict] = field(default_factory=list)  # each --resume --force: step and fields changed
+
+
+@dataclass
 class TrainConfig:
     """Every setting of ``vlalign train``, the run's inputs and output included, so a recipe (or the
     ``config.json`` a run writes) describes the whole run. Defaults suit the synthetic world's base
@@ -75,6 +83,15 @@ class TrainConfig:
     log_every: int = 1
     seed: int = 0
 
+    # Divergence guards: a micro-batch or step over a bound stops the run, naming the step, the records and
+    # the value (a NaN or infinite loss or gradient norm always does). 0 = off.
+    guard_max_loss: float = 0.0  # a micro-batch's loss; off: the scale differs by method (DPO starts at 0.69)
+    guard_max_grad_norm: float = 0.0  # the gradient norm before clipping; off: it grows with the model's size
+    guard_max_log_ratio: float = 1e4  # |policy - reference| sequence log-prob (a batch's mean implicit reward / beta)
+    guard_zero_grad_steps: int = 3  # consecutive steps whose gradient norm is exactly 0: weights saturated (lr too high)
+    # Written by train, read back by --resume: not a setting
+    provenance: RunProvenance = field(default_factory=RunProvenance)
+
     def __post_init__(self) -> None:
         for name in ("model", "data", "out", "eval_data", "image_root"):  # a pathlib.Path is welcome from Python
             value = getattr(self, name)
@@ -97,6 +114,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
         if self.beta <= 0 or self.lr <= 0:
             raise ValueError("beta and lr must be positive")
+        if min(self.guard_max_loss, self.guard_max_grad_norm, self.guard_max_log_ratio, self.guard_zero_grad_steps) < 0:
+            raise ValueError("guard_max_loss, guard_max_grad_norm, guard_max_log_ratio and guard_zero_grad_steps "
+                             "must be at least 0 (0: off)")
         if self.max_pixels < 0 or self.max_length < 0:
             raise ValueError("max_pixels and max_length must be at least 0 (0: no bound)")
         if self.batch_size < 1 or self.grad_accum < 1:
