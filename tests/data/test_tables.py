@@ -188,3 +188,16 @@ def test_ids_are_unique_across_the_files_of_a_table(tmp_path):
     records, bad = read_records(tmp_path, on_bad="skip")
     assert [r.id for r in records] == ["x", "y"]
     assert [str(b) for b in bad] == [f"{tmp_path / 'b.parquet'}: row 1: duplicate id x, first on row 1 of {tmp_path / 'a.parquet'}"]
+
+
+def test_an_empty_input_is_refused_by_convert_and_train_and_nothing_is_written(tmp_path, tiny_base, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["data", "convert", str(empty), str(tmp_path / "out.jsonl")]) == 2
+    assert "no rows (an empty source is refused)" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "out.jsonl.report.json").exists()
+    run = tmp_path / "run"
+    assert main(["train", "--method", "dpo", "--model", str(tiny_base / "llava"), "--data", str(empty),
+                 "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "empty.jsonl" in err[0] and not run.exists()

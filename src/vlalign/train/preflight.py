@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from vlalign.data.preflight import Checked, Progress, check_pairs, check_prompts, model_limits
 from vlalign.data.records import BadRecord, BadRecordsError
+from vlalign.errors import UserError
 from vlalign.methods import METHODS
 from vlalign.train.config import TrainConfig
 
@@ -46,12 +47,18 @@ def preflight_run(config: TrainConfig, on_progress: Progress | None = None) -> C
         check_prompts(config.data, ((p.id, p.image, p.prompt) for p in prompts), limits, found,
                       sampled=fisao.max_new_tokens + 1, on_progress=on_progress)
     trained, left_out = found.records, len(found.skipped(config.data))
+    if not trained and not found.problems:
+        raise UserError(f"{config.data}: no {kinds} to train on (an empty input is refused); nothing was loaded or written")
     if config.on_bad == "skip" and trained and left_out == trained and not found.fatal:
         why = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(found.kinds.items()))
         raise PreflightFailed(found.problems, f"{config.data}: all {trained} {kinds} have problems ({why}); "
                               "nothing is left to train on")
     if config.eval_data:
+        before = (found.records, len(found.problems))
         check_pairs(config.eval_data, limits, found, image_root=config.image_root, on_progress=on_progress)
+        if (found.records, len(found.problems)) == before:
+            raise UserError(f"{config.eval_data}: no held-out records (an empty input is refused); nothing was loaded "
+                            "or written")
     if on_progress:
         on_progress(found, "")
     if found.problems and config.on_bad != "skip":
